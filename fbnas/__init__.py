@@ -1,0 +1,26 @@
+"""fbnas: hardware-aware neural architecture search of efficient ConvNets (the FBNet family).
+
+The public entry points::
+
+    import fbnas
+    model = fbnas.build_model("FBNetV3_A", num_classes=1000)
+    fbnas.cost.arch_cost("FBNetV3_A").macs
+"""
+
+from fbnas import blocks as blocks  # registers the built-in ops
+from fbnas.arch import ArchDefError, ArchSpec, BlockSpec, unify_arch_def
+from fbnas.blocks import register_block
+from fbnas.builder import FBNetBuilder
+from fbnas.zoo import build_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchDefError",
+    "ArchSpec",
+    "BlockSpec",
+    "FBNetBuilder",
+    "build_model",
+    "register_block",
+    "unify_arch_def",
+]

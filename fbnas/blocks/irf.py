@@ -1,0 +1,278 @@
+"""The inverted-residual family (IRFBlock): MobileNetV2/V3, FBNet, EfficientNet, RegNet blocks.
+
+Structure: ``pw`` 1x1 -> [``shuffle``] -> [``upsample``] -> ``dw`` kxk -> [``se``] -> ``pwl``
+1x1 (norm, no act) -> [``res_conn`` add] -> [``relu`` after the add]. Options switch parts
+off or reshape them, which is how one family covers FusedMBConv (``skip_dw`` + a 3x3
+``pw_args``), RegNet's group convs (``dw_group_ratio``) and the ``_i8f`` variants
+(``dw_skip_bnrelu``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from fbnas.arch.errors import ArchDefError
+from fbnas.arch.rounding import round_channels, round_half_away
+from fbnas.blocks.layers import (
+    HW,
+    ActSpec,
+    ChannelShuffle,
+    ConvNormAct,
+    ConvSpec,
+    Cost,
+    NormSpec,
+    SESpec,
+    TorchAdd,
+    se_spec,
+)
+from fbnas.blocks.options import NamedArgs, OptionSchema, check_options, named_args
+from fbnas.blocks.registry import register_family
+
+ConvArgs = Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ConvOverrides:
+    """Keys allowed in ``pw_args`` / ``dw_args`` / ``pwl_args``."""
+
+    kernel_size: int | None = None
+    stride: int | None = None
+    padding: int | tuple[int, int] | list[int] | None = None
+    dilation: int | None = None
+    bias: bool | None = None
+
+
+_CONV_OVERRIDES = OptionSchema.from_dataclass(ConvOverrides)
+
+
+@dataclass(frozen=True)
+class IRFOptions:
+    """Options of an inverted-residual block (reference names and defaults).
+
+    ``width_divisor`` defaults to 8 when a block is made directly; the builder always passes
+    its own (1 unless ``basic_args`` say otherwise), as the reference does.
+    """
+
+    expansion: float = 6
+    kernel_size: int = 3
+    bias: bool = False
+    width_divisor: int = 8
+    relu_args: NamedArgs = "relu"
+    bn_args: NamedArgs = "bn"
+    se_args: NamedArgs = None
+    res_conn_args: NamedArgs = "default"
+    round_se_channels: bool = False
+    less_se_channels: bool = False
+    drop_connect_rate: float | None = None
+    pw_args: ConvArgs = None
+    dw_args: ConvArgs = None
+    pwl_args: ConvArgs = None
+    pw_groups: int = 1
+    pwl_groups: int = 1
+    dw_group_ratio: int | None = None
+    skip_dw: bool = False
+    skip_pwl: bool = False
+    skip_pwl_bn: bool = False
+    dw_skip_bnrelu: bool = False
+    always_pw: bool = False
+    skip_shuffle: bool = False
+    zero_last_bn_gamma: bool = False
+    mid_expand_out: bool = False
+    last_relu: bool = False
+
+
+@dataclass(frozen=True)
+class IRFPlan:
+    """A resolved inverted-residual block."""
+
+    in_channels: int
+    out_channels: int
+    pw: ConvNormAct | None
+    shuffle_groups: int
+    upsample: int
+    dw: ConvNormAct | None
+    se: SESpec | None
+    pwl: ConvNormAct | None
+    residual: bool
+    drop_connect_rate: float | None
+    last_act: ActSpec | None
+
+    def cost(self, in_hw: HW) -> tuple[Cost, HW]:
+        total, hw = Cost(), in_hw
+        if self.pw is not None:
+            cost, hw = self.pw.cost(hw)
+            total += cost
+        hw = (hw[0] * self.upsample, hw[1] * self.upsample)
+        if self.dw is not None:
+            cost, hw = self.dw.cost(hw)
+            total += cost
+        if self.se is not None:
+            total += self.se.cost
+        if self.pwl is not None:
+            cost, hw = self.pwl.cost(hw)
+            total += cost
+        if self.last_act is not None:
+            total += Cost(self.last_act.params(self.out_channels))
+        return total, hw
+
+    def build(self) -> IRFBlock:
+        return IRFBlock(self)
+
+
+class IRFBlock(nn.Module):
+    """Inverted residual block built from an :class:`IRFPlan` (reference child names)."""
+
+    def __init__(self, plan: IRFPlan) -> None:
+        super().__init__()
+        self.out_channels = plan.out_channels
+        if plan.pw is not None:
+            self.pw = plan.pw.build()
+        if plan.shuffle_groups > 1:
+            self.shuffle = ChannelShuffle(plan.shuffle_groups)
+        if plan.upsample > 1:
+            self.upsample = nn.Upsample(scale_factor=plan.upsample, mode="nearest")
+        if plan.dw is not None:
+            self.dw = plan.dw.build()
+        if plan.se is not None:
+            self.se = plan.se.build()
+        if plan.pwl is not None:
+            self.pwl = plan.pwl.build()
+        self.res_conn = TorchAdd(plan.drop_connect_rate) if plan.residual else None
+        if plan.last_act is not None:
+            self.relu = plan.last_act.build()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for name in ("pw", "shuffle", "upsample", "dw", "se", "pwl"):
+            part = getattr(self, name, None)
+            if part is not None:
+                y = part(y)
+        if self.res_conn is not None:
+            y = self.res_conn(y, x)
+        relu = getattr(self, "relu", None)
+        return relu(y) if relu is not None else y
+
+
+def _conv_overrides(options: dict[str, Any], key: str) -> dict[str, Any]:
+    given = options[key] or {}
+    checked = check_options(_CONV_OVERRIDES, given, prefix=f"{key}.")
+    return {k: v for k, v in checked.items() if v is not None}
+
+
+def resolve_irf(in_channels: int, out_channels: int, stride: int,
+                options: dict[str, Any]) -> IRFPlan:
+    """Resolves the widths and parts of an inverted-residual block.
+
+    mid = round_channels((out if mid_expand_out else in) * expansion, width_divisor); the
+    pw conv is left out when mid == in (unless ``always_pw``); SE width =
+    round_channels(int(mid * r)) with r = 0.25, or 0.25 / expansion with
+    ``less_se_channels`` (``round_se_channels`` uses round() instead of int()).
+    """
+    expansion = options["expansion"]
+    divisor = options["width_divisor"]
+    if expansion <= 0:
+        raise ArchDefError(f"expansion must be > 0, got {expansion}", key="expansion")
+    if divisor < 1:
+        raise ArchDefError(f"width_divisor must be >= 1, got {divisor}", key="width_divisor")
+    act = ActSpec.from_args(named_args(options["relu_args"], "relu_args"), "relu_args")
+    bn_args = named_args(options["bn_args"], "bn_args")
+    bias = options["bias"]
+    base = out_channels if options["mid_expand_out"] else in_channels
+    mid = round_channels(base * expansion, divisor)
+
+    res_args = named_args(options["res_conn_args"], "res_conn_args")
+    if res_args is not None and res_args["name"] not in ("default", "projection"):
+        raise ArchDefError(f"res_conn_args must be 'default', 'projection' or null, got "
+                           f"{res_args['name']!r}", key="res_conn_args")
+    # 'projection' builds like 'default' in every reference model: an add only when shapes
+    # already match, never a projection conv.
+    residual = res_args is not None and in_channels == out_channels and stride == 1
+
+    pw = None
+    if mid != in_channels or options["always_pw"]:
+        o = _conv_overrides(options, "pw_args")
+        pw = ConvNormAct(
+            ConvSpec(in_channels, mid, o.get("kernel_size", 1), o.get("stride", 1),
+                     o.get("padding", 0), o.get("dilation", 1), options["pw_groups"],
+                     o.get("bias", bias)),
+            NormSpec.from_args(bn_args, mid, "bn_args"), act)
+    elif options["pw_groups"] > 1 and in_channels % options["pw_groups"]:
+        raise ArchDefError(f"pw_groups={options['pw_groups']} must divide {in_channels} "
+                           f"channels", key="pw_groups")
+    shuffle = options["pw_groups"] if options["pw_groups"] > 1 and not options[
+        "skip_shuffle"] else 1
+    if mid % shuffle:
+        raise ArchDefError(f"channel shuffle of {shuffle} groups needs the {mid} channels "
+                           f"divisible by it", key="pw_groups")
+
+    dw = None
+    if not options["skip_dw"]:
+        o = _conv_overrides(options, "dw_args")
+        for fixed in ("kernel_size", "stride"):
+            if fixed in o:
+                raise ArchDefError(f"dw_args.{fixed} is set by the op and the block stride",
+                                   key=f"dw_args.{fixed}")
+        k = options["kernel_size"]
+        ratio = options["dw_group_ratio"]
+        if ratio is not None and (ratio < 1 or mid % ratio):
+            raise ArchDefError(f"dw_group_ratio={ratio} must divide the {mid} hidden "
+                               f"channels", key="dw_group_ratio")
+        groups = mid // ratio if ratio else mid
+        skip_bnrelu = options["dw_skip_bnrelu"]
+        dw = ConvNormAct(
+            ConvSpec(mid, mid, k, max(stride, 1), o.get("padding", k // 2),
+                     o.get("dilation", 1), groups, o.get("bias", bias)),
+            None if skip_bnrelu else NormSpec.from_args(bn_args, mid, "bn_args"),
+            None if skip_bnrelu else act)
+
+    se = None
+    if options["se_args"] is not None:
+        ratio = 0.25 / expansion if options["less_se_channels"] else 0.25
+        raw = mid * ratio
+        hidden = round_channels(round_half_away(raw) if options["round_se_channels"]
+                                else int(raw), divisor)
+        se = se_spec(named_args(options["se_args"], "se_args"), mid, hidden, act)
+
+    pwl = None
+    block_out = mid
+    if not options["skip_pwl"]:
+        o = _conv_overrides(options, "pwl_args")
+        norm = None if options["skip_pwl_bn"] else NormSpec.from_args(
+            bn_args, out_channels, "bn_args",
+            zero_init=options["zero_last_bn_gamma"] and residual)
+        pwl = ConvNormAct(
+            ConvSpec(mid, out_channels, o.get("kernel_size", 1), o.get("stride", 1),
+                     o.get("padding", 0), o.get("dilation", 1), options["pwl_groups"],
+                     o.get("bias", bias)), norm, None)
+        block_out = out_channels
+    elif mid != out_channels:
+        raise ArchDefError(f"skip_pwl leaves the block at its {mid} hidden channels, not "
+                           f"out_channels={out_channels} (use mid_expand_out with expansion 1)",
+                           key="skip_pwl")
+    return IRFPlan(
+        in_channels=in_channels, out_channels=block_out, pw=pw, shuffle_groups=shuffle,
+        upsample=-stride if stride < 0 else 1, dw=dw, se=se, pwl=pwl, residual=residual,
+        drop_connect_rate=options["drop_connect_rate"],
+        last_act=act if options["last_relu"] else None)
+
+
+# Named variants as data: (name, fixed options, overridable defaults).
+_VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [("irf", {}, {})]
+for _k in (3, 5):
+    _VARIANTS += [
+        (f"ir_k{_k}", {"kernel_size": _k}, {}),
+        (f"ir_k{_k}_g2", {"kernel_size": _k, "pw_groups": 2}, {}),
+        (f"ir_k{_k}_hs", {"kernel_size": _k}, {"relu_args": "hswish"}),
+        (f"ir_k{_k}_se", {"kernel_size": _k}, {"se_args": "se"}),
+        (f"ir_k{_k}_sehsig", {"kernel_size": _k}, {"se_args": "se_hsig"}),
+        (f"ir_k{_k}_sehsig_hs", {"kernel_size": _k},
+         {"se_args": "se_hsig", "relu_args": "hswish"}),
+    ]
+for _name, _fixed, _defaults in _VARIANTS:
+    register_family(_name, IRFOptions, resolve_irf, fixed=_fixed, defaults=_defaults,
+                    description="inverted residual: pw 1x1 -> dw kxk -> [SE] -> pwl 1x1")

@@ -1,0 +1,186 @@
+"""ArchSpec -> nn.Module, with a per-block trace (channels, stride, shapes, cost).
+
+Resolution is separate from building: :meth:`FBNetBuilder.trace` resolves every block
+against the registry (options checked, widths rounded) without creating a tensor, so search
+code and the analytic cost model get exact channel counts and costs at Python speed;
+:meth:`FBNetBuilder.build_blocks` then only instantiates the resolved plans.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from fbnas.arch.errors import ArchDefError
+from fbnas.arch.rounding import scale_channels
+from fbnas.arch.spec import ArchSpec, BlockSpec, FrozenKwargs, thaw
+from fbnas.arch.unify import merge_dicts
+from fbnas.blocks import BLOCKS
+from fbnas.blocks.layers import HW, Cost
+from fbnas.blocks.registry import BlockPlan
+
+BUILDER_KEYS = frozenset({"width_divisor", "bn_args"})
+"""basic_args keys the builder itself reads (besides what ops take)."""
+
+
+@dataclass(frozen=True)
+class BlockTrace:
+    """One resolved block: where it sits, its real widths, its plan, and (given an input
+    resolution) its spatial sizes and cost."""
+
+    spec: BlockSpec
+    in_channels: int
+    out_channels: int
+    plan: BlockPlan
+    in_hw: HW | None = None
+    out_hw: HW | None = None
+    cost: Cost | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class FBNetBuilder:
+    """Builds blocks from unified specs, as the mobile-vision ``FBNetBuilder`` does.
+
+    Args:
+        width_ratio: multiplies every block's ``out_channels``; when it is not 1 the result
+            is rounded with :func:`fbnas.arch.round_channels` to the width divisor.
+        bn_args: network-wide norm (``"bn"``, ``{"name": "gn", "num_groups": 8}``...).
+        width_divisor: channel granularity for the width ratio and for ops that round
+            (1 by default: arch defs without it get no rounding, as in the reference).
+
+    Example:
+        >>> from fbnas.arch import unify_arch_def
+        >>> spec = unify_arch_def({"blocks": [[("conv_k3", 8, 2, 1)], [("ir_k3", 16, 2, 1)]]})
+        >>> builder = FBNetBuilder(width_ratio=1.0)
+        >>> builder.build_blocks(spec, dim_in=3).out_channels
+        16
+    """
+
+    def __init__(
+        self,
+        width_ratio: float = 1.0,
+        bn_args: str | Mapping[str, Any] | None = None,
+        width_divisor: int = 1,
+        basic_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(width_ratio, (int, float)) or width_ratio <= 0:
+            raise ValueError(f"width_ratio must be > 0, got {width_ratio!r}")
+        if not isinstance(width_divisor, int) or width_divisor < 1:
+            raise ValueError(f"width_divisor must be an int >= 1, got {width_divisor!r}")
+        self.width_ratio = float(width_ratio)
+        self.basic_args: dict[str, Any] = {"width_divisor": width_divisor}
+        if bn_args is not None:
+            self.basic_args["bn_args"] = bn_args
+        if basic_args:
+            self.add_basic_args(basic_args)
+
+    def add_basic_args(self, basic_args: Mapping[str, Any] | None) -> None:
+        """Merges network-wide defaults (recursively; later keys win).
+
+        Each op takes the keys it knows; a key that no registered op knows is an error.
+        """
+        if not basic_args:
+            return
+        known = BLOCKS.all_option_names() | BUILDER_KEYS
+        for key in basic_args:
+            if key not in known:
+                raise ArchDefError(f"basic_args key {key!r} is not an option of any "
+                                   f"registered op", key=f"basic_args.{key}")
+        self.basic_args = merge_dicts(self.basic_args, thaw(basic_args))
+
+    @property
+    def width_divisor(self) -> int:
+        return int(self.basic_args["width_divisor"])
+
+    def _blocks(self, blocks: ArchSpec | Iterable[BlockSpec],
+                stage_indices: Sequence[int] | None) -> list[BlockSpec]:
+        specs = list(blocks.blocks if isinstance(blocks, ArchSpec) else blocks)
+        for spec in specs:
+            if not isinstance(spec, BlockSpec):
+                raise TypeError(f"build_blocks takes unified BlockSpecs (see unify_arch_def), "
+                                f"got {spec!r}")
+        if stage_indices is not None:
+            specs = [s for s in specs if s.stage_idx in set(stage_indices)]
+        return specs
+
+    def resolve_block(self, spec: BlockSpec, in_channels: int) -> BlockTrace:
+        """Resolves one block against the registry (no tensors are made)."""
+        try:
+            op = BLOCKS.get(spec.op)
+            out = scale_channels(spec.out_channels, self.width_ratio,
+                                 int(spec.kwargs.get("width_divisor", self.width_divisor)))
+            plan = op.plan(in_channels, out, spec.stride, spec.kwargs, self.basic_args)
+            out_channels = int(plan.out_channels)
+        except ArchDefError as exc:
+            raise exc.located(stage=spec.stage_idx, block=spec.block_idx, op=spec.op) from None
+        return BlockTrace(spec, in_channels, out_channels, plan)
+
+    def trace(
+        self,
+        blocks: ArchSpec | Iterable[BlockSpec],
+        dim_in: int = 3,
+        resolution: int | HW | None = None,
+        stage_indices: Sequence[int] | None = None,
+    ) -> list[BlockTrace]:
+        """Resolves every block; with ``resolution`` also its spatial sizes and cost."""
+        hw: HW | None = None
+        if resolution is not None:
+            hw = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        traces = []
+        in_channels = dim_in
+        for spec in self._blocks(blocks, stage_indices):
+            trace = self.resolve_block(spec, in_channels)
+            if hw is not None:
+                try:
+                    cost, out_hw = trace.plan.cost(hw)
+                except ArchDefError as exc:
+                    raise exc.located(stage=spec.stage_idx, block=spec.block_idx,
+                                      op=spec.op) from None
+                trace = BlockTrace(spec, in_channels, trace.out_channels, trace.plan, hw,
+                                   out_hw, cost)
+                hw = out_hw
+            traces.append(trace)
+            in_channels = trace.out_channels
+        return traces
+
+    def build_blocks(
+        self,
+        blocks: ArchSpec | Iterable[BlockSpec],
+        dim_in: int = 3,
+        stage_indices: Sequence[int] | None = None,
+        prefix_name: str = "xif",
+    ) -> nn.Sequential:
+        """Returns ``nn.Sequential`` of the blocks named ``xif{stage}_{block}``, with
+        ``.out_channels`` set to the last block's width."""
+        modules: OrderedDict[str, nn.Module] = OrderedDict()
+        last = dim_in
+        for trace in self.trace(blocks, dim_in, stage_indices=stage_indices):
+            name = f"{prefix_name}{trace.spec.stage_idx}_{trace.spec.block_idx}"
+            modules[name] = build_plan(trace)
+            last = trace.out_channels
+        sequential = nn.Sequential(modules)
+        sequential.out_channels = last
+        return sequential
+
+
+def build_plan(trace: BlockTrace) -> nn.Module:
+    """Instantiates one resolved block; a user op failing inside is reported with its place."""
+    try:
+        return trace.plan.build()
+    except ArchDefError as exc:
+        spec = trace.spec
+        raise exc.located(stage=spec.stage_idx, block=spec.block_idx, op=spec.op) from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        spec = trace.spec
+        raise ArchDefError(f"building the block failed: {exc}", stage=spec.stage_idx,
+                           block=spec.block_idx, op=spec.op) from exc
+
+
+__all__ = ["BlockTrace", "FBNetBuilder", "FrozenKwargs", "build_plan"]

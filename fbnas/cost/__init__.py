@@ -1,0 +1,15 @@
+"""Cost models: counted and analytic params/MACs (latency tables come later)."""
+
+from fbnas.cost.analytic import ArchCost, BlockCostRow, arch_cost, spec_cost
+from fbnas.cost.counting import count_breakdown, count_macs, count_module, count_params
+
+__all__ = [
+    "ArchCost",
+    "BlockCostRow",
+    "arch_cost",
+    "count_breakdown",
+    "count_macs",
+    "count_module",
+    "count_params",
+    "spec_cost",
+]
