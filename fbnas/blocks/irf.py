@@ -219,10 +219,15 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
                                    key=f"dw_args.{fixed}")
         k = options["kernel_size"]
         ratio = options["dw_group_ratio"]
-        if ratio is not None and (ratio < 1 or mid % ratio):
-            raise ArchDefError(f"dw_group_ratio={ratio} must divide the {mid} hidden "
-                               f"channels", key="dw_group_ratio")
+        # groups = mid // ratio, as the reference computes it: the ratio need not divide
+        # mid (FBNetV3_20G: mid 112, ratio 54 -> 2 groups), the groups must.
+        if ratio is not None and not 1 <= ratio <= mid:
+            raise ArchDefError(f"dw_group_ratio={ratio} must be in [1, {mid}] (the hidden "
+                               f"width)", key="dw_group_ratio")
         groups = mid // ratio if ratio else mid
+        if mid % groups:
+            raise ArchDefError(f"dw_group_ratio={ratio} gives {groups} groups, which do not "
+                               f"divide the {mid} hidden channels", key="dw_group_ratio")
         skip_bnrelu = options["dw_skip_bnrelu"]
         dw = ConvNormAct(
             ConvSpec(mid, mid, k, max(stride, 1), o.get("padding", k // 2),
