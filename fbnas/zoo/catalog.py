@@ -52,13 +52,17 @@ class ZooEntry:
         return json.loads(self.arch_def_data)
 
 
+DEF_FILES = ("fbnet", "fbnet_v2", "fbnet_v3", "mobilenet", "efficientnet", "efficientnet_v2",
+             "regnet", "resnet", "mobileone")
+"""The definition files in ``defs/``, in listing order."""
+
+
 @lru_cache(maxsize=1)
 def _catalog() -> dict[str, ZooEntry]:
     entries: dict[str, ZooEntry] = {}
     folder = resources.files("fbnas.zoo") / "defs"
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.name.endswith(".json"):
-            continue
+    for stem in DEF_FILES:
+        path = folder / f"{stem}.json"
         doc = json.loads(path.read_text(encoding="utf-8"))
         for name, entry in doc["archs"].items():
             entries[name] = ZooEntry(

@@ -1,0 +1,1 @@
+"""The ``fbnas`` command line (click). Nothing in the library imports this package."""

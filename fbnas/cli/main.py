@@ -1,0 +1,53 @@
+"""``fbnas`` command-line entry point: subcommands live in their own modules."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from fbnas import __version__
+from fbnas.arch.errors import ArchDefError
+from fbnas.cli.info import info
+from fbnas.cli.zoo import ops, zoo
+from fbnas.zoo.checkpoint import CheckpointError
+
+USER_ERRORS = (ArchDefError, CheckpointError, FileNotFoundError)
+"""Errors caused by the user's input: printed as one line, exit status 2, no traceback."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fbnas")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """fbnas: hardware-aware architecture search of efficient ConvNets (FBNet family)."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(zoo)
+cli.add_command(info)
+cli.add_command(ops)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; user errors print ``error: ...`` and return 2."""
+    try:
+        cli.main(args=argv, prog_name="fbnas", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except USER_ERRORS as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
