@@ -1,18 +1,19 @@
-"""Access to the reference data in ``../shared/reference`` (beside the checkout)."""
+"""Access to the reference data (a copy of ``../shared/reference`` in ``tests/data``)."""
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# A copy of ../shared/reference (the reference builds, as data), so the suite runs anywhere.
+REFERENCE_DIR = Path(__file__).resolve().parent / "data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict:
     return json.loads((REFERENCE_DIR / name).read_text())
 

@@ -47,6 +47,9 @@ def load_arch_def(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """
     if isinstance(source, Mapping):
         return dict(source)
+    if not isinstance(source, (str, Path)):
+        raise ArchDefError(f"an arch def must be a dict with 'blocks' or a path to a JSON/YAML "
+                           f"file, got {type(source).__name__}: {source!r}")
     path = Path(source)
     if not path.is_file():
         raise ArchDefError(f"arch def file {str(path)!r} does not exist")
@@ -129,17 +132,19 @@ def unify_arch_def(arch_def: ArchDefLike) -> ArchSpec:
     if isinstance(arch_def, ArchSpec):
         return arch_def
     raw = load_arch_def(arch_def)
-    unknown = sorted(set(raw) - ARCH_DEF_KEYS)
+    unknown = sorted(set(raw) - ARCH_DEF_KEYS, key=repr)
     if unknown:
         raise ArchDefError(f"unknown top-level key(s) {unknown}; an arch def has "
-                           f"{sorted(ARCH_DEF_KEYS)}", key=unknown[0])
+                           f"{sorted(ARCH_DEF_KEYS)}", key=str(unknown[0]))
     if "blocks" not in raw:
         raise ArchDefError("an arch def needs 'blocks': a list of stages", key="blocks")
     stages = raw["blocks"]
     if not isinstance(stages, Sequence) or isinstance(stages, (str, bytes)):
         raise ArchDefError(f"'blocks' must be a list of stages, got {stages!r}", key="blocks")
-    basic_args = raw.get("basic_args") or {}
-    _check_options(basic_args, {}, "'basic_args'")
+    basic_args = raw.get("basic_args")
+    if basic_args is None:
+        basic_args = {}
+    _check_options(basic_args, {"key": "basic_args"}, "'basic_args'")
     input_size = raw.get("input_size")
     if input_size is not None and (not _is_int(input_size) or input_size <= 0):
         raise ArchDefError(f"input_size must be a positive int, got {input_size!r}",

@@ -20,7 +20,7 @@ class ConvOptions:
     """
 
     kernel_size: int = 1
-    padding: int | tuple[int, int] | list[int] = 0
+    padding: int | tuple[int, int] = 0
     dilation: int = 1
     groups: int = 1
     bias: bool = True

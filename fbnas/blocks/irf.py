@@ -18,6 +18,7 @@ from torch import nn
 
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.rounding import round_channels, round_half_away
+from fbnas.arch.spec import thaw
 from fbnas.blocks.layers import (
     HW,
     ActSpec,
@@ -42,7 +43,7 @@ class ConvOverrides:
 
     kernel_size: int | None = None
     stride: int | None = None
-    padding: int | tuple[int, int] | list[int] | None = None
+    padding: int | tuple[int, int] | None = None
     dilation: int | None = None
     bias: bool | None = None
 
@@ -161,7 +162,15 @@ class IRFBlock(nn.Module):
 def _conv_overrides(options: dict[str, Any], key: str) -> dict[str, Any]:
     given = options[key] or {}
     checked = check_options(_CONV_OVERRIDES, given, prefix=f"{key}.")
-    return {k: v for k, v in checked.items() if v is not None}
+    overrides = {k: v for k, v in checked.items() if v is not None}
+    for name, value in overrides.items():
+        if name == "bias":
+            continue
+        low = 0 if name == "padding" else 1
+        if min(value if isinstance(value, (tuple, list)) else (value,)) < low:
+            raise ArchDefError(f"{key}.{name} must be >= {low}, got {thaw(value)!r}",
+                               key=f"{key}.{name}")
+    return overrides
 
 
 def resolve_irf(in_channels: int, out_channels: int, stride: int,
@@ -179,8 +188,23 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
         raise ArchDefError(f"expansion must be > 0, got {expansion}", key="expansion")
     if divisor < 1:
         raise ArchDefError(f"width_divisor must be >= 1, got {divisor}", key="width_divisor")
+    for key in ("pw_groups", "pwl_groups"):
+        if options[key] < 1:
+            raise ArchDefError(f"{key} must be >= 1, got {options[key]}", key=key)
+    rate = options["drop_connect_rate"]
+    if rate is not None and not 0 <= rate < 1:
+        raise ArchDefError(f"drop_connect_rate must be in [0, 1), got {rate}",
+                           key="drop_connect_rate")
+    # Checked even where the part they configure is left out (e.g. no pw when mid == in).
+    overrides = {key: _conv_overrides(options, key) for key in ("pw_args", "dw_args",
+                                                                "pwl_args")}
+    for fixed in ("kernel_size", "stride"):
+        if fixed in overrides["dw_args"]:
+            raise ArchDefError(f"dw_args.{fixed} is set by the op and the block stride",
+                               key=f"dw_args.{fixed}")
     act = ActSpec.from_args(named_args(options["relu_args"], "relu_args"), "relu_args")
     bn_args = named_args(options["bn_args"], "bn_args")
+    NormSpec.check_args(bn_args, "bn_args")
     bias = options["bias"]
     base = out_channels if options["mid_expand_out"] else in_channels
     mid = round_channels(base * expansion, divisor)
@@ -189,13 +213,17 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
     if res_args is not None and res_args["name"] not in ("default", "projection"):
         raise ArchDefError(f"res_conn_args must be 'default', 'projection' or null, got "
                            f"{res_args['name']!r}", key="res_conn_args")
+    if res_args is not None and len(res_args) > 1:
+        extra = sorted(k for k in res_args if k != "name")[0]
+        raise ArchDefError(f"res_conn_args has no option {extra!r}",
+                           key=f"res_conn_args.{extra}")
     # 'projection' builds like 'default' in every reference model: an add only when shapes
     # already match, never a projection conv.
     residual = res_args is not None and in_channels == out_channels and stride == 1
 
     pw = None
     if mid != in_channels or options["always_pw"]:
-        o = _conv_overrides(options, "pw_args")
+        o = overrides["pw_args"]
         pw = ConvNormAct(
             ConvSpec(in_channels, mid, o.get("kernel_size", 1), o.get("stride", 1),
                      o.get("padding", 0), o.get("dilation", 1), options["pw_groups"],
@@ -212,11 +240,7 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
 
     dw = None
     if not options["skip_dw"]:
-        o = _conv_overrides(options, "dw_args")
-        for fixed in ("kernel_size", "stride"):
-            if fixed in o:
-                raise ArchDefError(f"dw_args.{fixed} is set by the op and the block stride",
-                                   key=f"dw_args.{fixed}")
+        o = overrides["dw_args"]
         k = options["kernel_size"]
         ratio = options["dw_group_ratio"]
         # groups = mid // ratio, as the reference computes it: the ratio need not divide
@@ -246,7 +270,7 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
     pwl = None
     block_out = mid
     if not options["skip_pwl"]:
-        o = _conv_overrides(options, "pwl_args")
+        o = overrides["pwl_args"]
         norm = None if options["skip_pwl_bn"] else NormSpec.from_args(
             bn_args, out_channels, "bn_args",
             zero_init=options["zero_last_bn_gamma"] and residual)
@@ -259,6 +283,14 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
         raise ArchDefError(f"skip_pwl leaves the block at its {mid} hidden channels, not "
                            f"out_channels={out_channels} (use mid_expand_out with expansion 1)",
                            key="skip_pwl")
+    if residual:
+        for key, part in (("pw_args", pw), ("dw_args", dw), ("pwl_args", pwl)):
+            if part is not None and not part.conv.keeps_size:
+                c = part.conv
+                raise ArchDefError(
+                    f"the residual add needs the {key[:-5]} conv to keep the spatial size, but "
+                    f"kernel {c.kernel_size}, stride {c.stride}, padding {c.padding}, dilation "
+                    f"{c.dilation} change it (fix {key} or set res_conn_args to null)", key=key)
     return IRFPlan(
         in_channels=in_channels, out_channels=block_out, pw=pw, shuffle_groups=shuffle,
         upsample=-stride if stride < 0 else 1, dw=dw, se=se, pwl=pwl, residual=residual,

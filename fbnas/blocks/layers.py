@@ -20,6 +20,7 @@ from torch import nn
 
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import FrozenKwargs, thaw
+from fbnas.blocks.options import matches, type_name
 
 HW = tuple[int, int]
 
@@ -77,22 +78,50 @@ class Swish(nn.Module):
         return x * self.sig(x)
 
 
-# name -> (module factory(**options), params(channels, **options), accepted option names)
-_ACTIVATIONS: dict[str, tuple[Any, Any, frozenset[str]]] = {
-    "relu": (lambda: nn.ReLU(inplace=True), lambda c: 0, frozenset()),
-    "relu6": (lambda: nn.ReLU6(inplace=True), lambda c: 0, frozenset()),
+# name -> (module factory(**options), params(channels, **options), option name -> type)
+_ACTIVATIONS: dict[str, tuple[Any, Any, dict[str, Any]]] = {
+    "relu": (lambda: nn.ReLU(inplace=True), lambda c: 0, {}),
+    "relu6": (lambda: nn.ReLU6(inplace=True), lambda c: 0, {}),
     "leakyrelu": (lambda negative_slope=0.01: nn.LeakyReLU(negative_slope, inplace=True),
-                  lambda c, negative_slope=0.01: 0, frozenset({"negative_slope"})),
+                  lambda c, negative_slope=0.01: 0, {"negative_slope": float}),
     "prelu": (lambda num_parameters=1: nn.PReLU(num_parameters),
-              lambda c, num_parameters=1: num_parameters, frozenset({"num_parameters"})),
-    "hswish": (HSwish, lambda c: 0, frozenset()),
-    "swish": (Swish, lambda c: 0, frozenset()),
-    "sig": (nn.Sigmoid, lambda c: 0, frozenset()),
-    "hsig": (HSigmoid, lambda c: 0, frozenset()),
-    "gelu": (nn.GELU, lambda c: 0, frozenset()),
-    "identity": (nn.Identity, lambda c: 0, frozenset()),
+              lambda c, num_parameters=1: num_parameters, {"num_parameters": int}),
+    "hswish": (HSwish, lambda c: 0, {}),
+    "swish": (Swish, lambda c: 0, {}),
+    "sig": (nn.Sigmoid, lambda c: 0, {}),
+    "hsig": (HSigmoid, lambda c: 0, {}),
+    "gelu": (nn.GELU, lambda c: 0, {}),
+    "identity": (nn.Identity, lambda c: 0, {}),
 }
 ACTIVATION_NAMES = tuple(sorted(_ACTIVATIONS))
+
+# Value ranges of activation/norm options, checked after their types.
+_OPTION_RANGES: dict[str, tuple[Any, str]] = {
+    "num_parameters": (lambda v: v >= 1, ">= 1"),
+    "eps": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: v is None or 0 <= v <= 1, "in [0, 1] or null"),
+    "num_groups": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _check_layer_options(
+    kind: str, name: str, options: Mapping[str, Any], types: Mapping[str, Any], key: str
+) -> None:
+    """Checks the options of an activation/norm: known names, types and value ranges."""
+    unknown = sorted(set(options) - set(types))
+    if unknown:
+        raise ArchDefError(f"{kind} {name!r} has no option {unknown[0]!r}",
+                           key=f"{key}.{unknown[0]}")
+    for option, value in options.items():
+        annotation = types[option]
+        if not matches(value, annotation):
+            raise ArchDefError(f"{kind} {name!r} option {option!r} must be "
+                               f"{type_name(annotation)}, got {thaw(value)!r}",
+                               key=f"{key}.{option}")
+        check, wanted = _OPTION_RANGES.get(option, (None, ""))
+        if check is not None and not check(value):
+            raise ArchDefError(f"{kind} {name!r} option {option!r} must be {wanted}, got "
+                               f"{value!r}", key=f"{key}.{option}")
 
 
 @dataclass(frozen=True)
@@ -111,10 +140,7 @@ class ActSpec:
         if entry is None:
             raise ArchDefError(f"unknown activation {args['name']!r} in {key!r} "
                                f"(known: {', '.join(ACTIVATION_NAMES)})", key=key)
-        unknown = sorted(set(options) - entry[2])
-        if unknown:
-            raise ArchDefError(f"activation {args['name']!r} has no option {unknown[0]!r}",
-                               key=f"{key}.{unknown[0]}")
+        _check_layer_options("activation", args["name"], options, entry[2], key)
         return cls(args["name"], FrozenKwargs(options))
 
     def build(self) -> nn.Module:
@@ -126,11 +152,11 @@ class ActSpec:
 
 # --------------------------------------------------------------------------- norms
 
-_NORMS: dict[str, frozenset[str]] = {
-    "bn": frozenset({"momentum", "eps"}),
-    "sync_bn": frozenset({"momentum", "eps"}),
-    "gn": frozenset({"num_groups", "eps"}),
-    "instance": frozenset({"eps", "momentum"}),
+_NORMS: dict[str, dict[str, Any]] = {
+    "bn": {"momentum": float | None, "eps": float},
+    "sync_bn": {"momentum": float | None, "eps": float},
+    "gn": {"num_groups": int, "eps": float},
+    "instance": {"eps": float, "momentum": float | None},
 }
 NORM_NAMES = tuple(sorted(_NORMS))
 
@@ -144,21 +170,27 @@ class NormSpec:
     options: FrozenKwargs = FrozenKwargs()
     zero_init: bool = False
 
+    @staticmethod
+    def check_args(args: Mapping[str, Any] | None, key: str) -> None:
+        """Checks a norm's name and options, for blocks that may end up without a norm."""
+        if args is None:
+            return
+        name = args["name"]
+        if name not in _NORMS:
+            raise ArchDefError(f"unknown norm {name!r} in {key!r} (known: "
+                               f"{', '.join(NORM_NAMES)})", key=key)
+        options = {k: v for k, v in args.items() if k != "name"}
+        _check_layer_options("norm", name, options, _NORMS[name], key)
+
     @classmethod
     def from_args(
         cls, args: Mapping[str, Any] | None, channels: int, key: str, zero_init: bool = False
     ) -> NormSpec | None:
         if args is None:
             return None
+        cls.check_args(args, key)
         name = args["name"]
-        if name not in _NORMS:
-            raise ArchDefError(f"unknown norm {name!r} in {key!r} (known: "
-                               f"{', '.join(NORM_NAMES)})", key=key)
         options = {k: v for k, v in args.items() if k != "name"}
-        unknown = sorted(set(options) - _NORMS[name])
-        if unknown:
-            raise ArchDefError(f"norm {name!r} has no option {unknown[0]!r}",
-                               key=f"{key}.{unknown[0]}")
         if name == "gn":
             groups = options.get("num_groups")
             if not isinstance(groups, int) or groups <= 0 or channels % groups:
@@ -219,13 +251,19 @@ class ConvSpec:
         out = tuple(
             (size + 2 * p - d * (k - 1) - 1) // s + 1
             for size, k, s, p, d in zip(hw, self.kernel_size, self.stride, self.padding,
-                                        self.dilation)
+                                        self.dilation, strict=False)
         )
         if min(out) < 1:
             raise ArchDefError(f"input {hw[0]}x{hw[1]} is too small for a {self.kernel_size} "
                                f"conv with stride {self.stride} and padding {self.padding}",
                                key="resolution")
         return out  # type: ignore[return-value]
+
+    @property
+    def keeps_size(self) -> bool:
+        """Whether every input size comes out unchanged (stride 1, "same" padding)."""
+        return all(s == 1 and 2 * p == d * (k - 1) for k, s, p, d in zip(
+            self.kernel_size, self.stride, self.padding, self.dilation, strict=True))
 
     @property
     def weight_numel(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -74,6 +75,15 @@ def type_name(annotation: Any) -> str:
         return " | ".join(type_name(a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
+    if annotation is float:
+        return "finite float"
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        return "dict"
+    args = typing.get_args(annotation)
+    if origin in (tuple, list) and args:
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return f"list of {type_name(args[0])}"
+        return f"[{', '.join(type_name(a) for a in args)}]"
     if origin is not None:
         return getattr(origin, "__name__", str(origin))
     return getattr(annotation, "__name__", str(annotation))
@@ -96,7 +106,8 @@ def matches(value: Any, annotation: Any) -> bool:
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
     if annotation is str:
         return isinstance(value, str)
     if origin in (tuple, list) or annotation in (tuple, list):
@@ -104,9 +115,10 @@ def matches(value: Any, annotation: Any) -> bool:
             return False
         if not args:
             return True
-        if len(args) == 2 and args[1] is Ellipsis:
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
             return all(matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
+        return len(value) == len(args) and all(
+            matches(v, a) for v, a in zip(value, args, strict=True))
     if origin in (dict, Mapping) or annotation in (dict, Mapping) or (
         origin is not None and isinstance(origin, type) and issubclass(origin, Mapping)
     ):
@@ -144,7 +156,7 @@ def check_options(
     return result
 
 
-NamedArgs = Union[str, Mapping[str, Any], None]
+NamedArgs = str | Mapping[str, Any] | None
 """The reference's ``*_args`` form: a name, a dict with ``name`` and options, or None."""
 
 

@@ -235,8 +235,11 @@ def resolve_ir_pool(in_channels: int, out_channels: int, stride: int,
                     options: dict[str, Any]) -> IRPoolPlan:
     """mid = round_channels(in * expansion); SE widths round_channels(int(mid * 0.25))."""
     divisor = options["width_divisor"]
-    if options["expansion"] <= 0 or divisor < 1:
-        raise ArchDefError("expansion must be > 0 and width_divisor >= 1", key="expansion")
+    if options["expansion"] <= 0:
+        raise ArchDefError(f"expansion must be > 0, got {options['expansion']}",
+                           key="expansion")
+    if divisor < 1:
+        raise ArchDefError(f"width_divisor must be >= 1, got {divisor}", key="width_divisor")
     k = options["kernel_size"]
     if k != -1 and k < 1:
         raise ArchDefError(f"kernel_size must be -1 (global pool) or >= 1, got {k}",

@@ -85,10 +85,13 @@ class OpDef:
         op knows < the block's kwargs; ``fixed`` options always win and cannot be set.
         """
         for key in kwargs:
-            if key in self.fixed and kwargs[key] != self.fixed[key]:
+            # Type-strict: True or 5.0 for a fixed int would be silently replaced by it.
+            if key in self.fixed and (kwargs[key] != self.fixed[key]
+                                      or type(kwargs[key]) is not type(self.fixed[key])):
                 raise ArchDefError(
-                    f"op {self.name!r} fixes {key}={thaw(self.fixed[key])!r}; use the generic "
-                    f"op of its family to choose {key}", key=key)
+                    f"op {self.name!r} fixes {key}={thaw(self.fixed[key])!r} (got "
+                    f"{thaw(kwargs[key])!r}); use the generic op of its family to choose "
+                    f"{key}", key=key)
         settable = frozenset(self.schema.fields) - frozenset(self.fixed)
         options: dict[str, Any] = dict(self.defaults)
         options.update({k: v for k, v in (basic_args or {}).items() if k in settable})

@@ -93,6 +93,10 @@ class FBNetBuilder:
             if key not in known:
                 raise ArchDefError(f"basic_args key {key!r} is not an option of any "
                                    f"registered op", key=f"basic_args.{key}")
+        divisor = basic_args.get("width_divisor", 1)
+        if not _is_int(divisor) or divisor < 1:
+            raise ArchDefError(f"basic_args width_divisor must be an int >= 1, got "
+                               f"{thaw(divisor)!r}", key="basic_args.width_divisor")
         self.basic_args = merge_dicts(self.basic_args, thaw(basic_args))
 
     @property
@@ -114,8 +118,11 @@ class FBNetBuilder:
         """Resolves one block against the registry (no tensors are made)."""
         try:
             op = BLOCKS.get(spec.op)
-            out = scale_channels(spec.out_channels, self.width_ratio,
-                                 int(spec.kwargs.get("width_divisor", self.width_divisor)))
+            # A block's own width_divisor, if valid; op.plan reports a mistyped one.
+            divisor = spec.kwargs.get("width_divisor")
+            if not _is_int(divisor) or divisor < 1:
+                divisor = self.width_divisor
+            out = scale_channels(spec.out_channels, self.width_ratio, divisor)
             plan = op.plan(in_channels, out, spec.stride, spec.kwargs, self.basic_args)
             out_channels = int(plan.out_channels)
         except ArchDefError as exc:
@@ -168,6 +175,10 @@ class FBNetBuilder:
         sequential = nn.Sequential(modules)
         sequential.out_channels = last
         return sequential
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def build_plan(trace: BlockTrace) -> nn.Module:

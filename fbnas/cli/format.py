@@ -26,7 +26,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if right else v.ljust(w)
-                         for v, w, right in zip(values, widths, align_right)).rstrip()
+                         for v, w, right in zip(values, widths, align_right, strict=True)).rstrip()
 
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
