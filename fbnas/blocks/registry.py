@@ -106,16 +106,20 @@ class BlockRegistry:
 
     def __init__(self) -> None:
         self._ops: dict[str, OpDef] = {}
+        self.version = 0
+        """Bumped on every change, so caches keyed by it never serve a replaced op."""
 
     def add(self, op: OpDef) -> OpDef:
         if op.name in self._ops:
             raise ValueError(f"block op {op.name!r} is already registered")
         self._ops[op.name] = op
+        self.version += 1
         return op
 
     def remove(self, name: str) -> None:
         """Unregisters an op (for tests and plugins that replace their own ops)."""
         del self._ops[name]
+        self.version += 1
 
     def get(self, name: str) -> OpDef:
         try:

@@ -8,6 +8,7 @@ code and the analytic cost model get exact channel counts and costs at Python sp
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class FBNetBuilder:
         self.basic_args: dict[str, Any] = {"width_divisor": width_divisor}
         if bn_args is not None:
             self.basic_args["bn_args"] = bn_args
+        self._frozen_basic_args = FrozenKwargs(self.basic_args)
         if basic_args:
             self.add_basic_args(basic_args)
 
@@ -98,6 +100,7 @@ class FBNetBuilder:
             raise ArchDefError(f"basic_args width_divisor must be an int >= 1, got "
                                f"{thaw(divisor)!r}", key="basic_args.width_divisor")
         self.basic_args = merge_dicts(self.basic_args, thaw(basic_args))
+        self._frozen_basic_args = FrozenKwargs(self.basic_args)
 
     @property
     def width_divisor(self) -> int:
@@ -117,14 +120,13 @@ class FBNetBuilder:
     def resolve_block(self, spec: BlockSpec, in_channels: int) -> BlockTrace:
         """Resolves one block against the registry (no tensors are made)."""
         try:
-            op = BLOCKS.get(spec.op)
             # A block's own width_divisor, if valid; op.plan reports a mistyped one.
             divisor = spec.kwargs.get("width_divisor")
             if not _is_int(divisor) or divisor < 1:
                 divisor = self.width_divisor
             out = scale_channels(spec.out_channels, self.width_ratio, divisor)
-            plan = op.plan(in_channels, out, spec.stride, spec.kwargs, self.basic_args)
-            out_channels = int(plan.out_channels)
+            plan, out_channels = _resolve(BLOCKS.version, spec.op, in_channels, out,
+                                          spec.stride, spec.kwargs, self._frozen_basic_args)
         except ArchDefError as exc:
             raise exc.located(stage=spec.stage_idx, block=spec.block_idx, op=spec.op) from None
         return BlockTrace(spec, in_channels, out_channels, plan)
@@ -146,7 +148,7 @@ class FBNetBuilder:
             trace = self.resolve_block(spec, in_channels)
             if hw is not None:
                 try:
-                    cost, out_hw = trace.plan.cost(hw)
+                    cost, out_hw = _cost(trace.plan, hw)
                 except ArchDefError as exc:
                     raise exc.located(stage=spec.stage_idx, block=spec.block_idx,
                                       op=spec.op) from None
@@ -177,6 +179,28 @@ class FBNetBuilder:
         return sequential
 
 
+# Resolving and costing are pure functions of their (hashable) inputs, and networks repeat
+# blocks a lot (repeats, shared zoo stages, search candidates), so both are memoised. The
+# registry version is part of the key: re-registering an op never serves a stale plan.
+@functools.lru_cache(maxsize=65536)
+def _resolve(registry_version: int, op_name: str, in_channels: int, out_channels: int,
+             stride: int, kwargs: FrozenKwargs,
+             basic_args: FrozenKwargs) -> tuple[BlockPlan, int]:
+    plan = BLOCKS.get(op_name).plan(in_channels, out_channels, stride, kwargs, basic_args)
+    return plan, int(plan.out_channels)
+
+
+@functools.lru_cache(maxsize=65536)
+def _cost(plan: BlockPlan, hw: HW) -> tuple[Cost, HW]:
+    return plan.cost(hw)
+
+
+def clear_plan_cache() -> None:
+    """Empties the memoised block resolutions and costs (for benchmarks of a cold start)."""
+    _resolve.cache_clear()
+    _cost.cache_clear()
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -194,4 +218,4 @@ def build_plan(trace: BlockTrace) -> nn.Module:
                            block=spec.block_idx, op=spec.op) from exc
 
 
-__all__ = ["BlockTrace", "FBNetBuilder", "FrozenKwargs", "build_plan"]
+__all__ = ["BlockTrace", "FBNetBuilder", "build_plan", "clear_plan_cache"]
