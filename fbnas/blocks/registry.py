@@ -71,15 +71,10 @@ class OpDef:
         """Every key a block of this op may carry (settable and ignored)."""
         return frozenset(self.schema.fields) - frozenset(self.fixed) | self.ignored
 
-    def plan(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int,
-        kwargs: Mapping[str, Any],
-        basic_args: Mapping[str, Any] | None = None,
-    ) -> BlockPlan:
-        """Checks the options and resolves them into a plan.
+    def options(
+        self, kwargs: Mapping[str, Any], basic_args: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The effective, checked options of a block of this op.
 
         Precedence, later wins: schema defaults < ``defaults`` < the ``basic_args`` keys this
         op knows < the block's kwargs; ``fixed`` options always win and cannot be set.
@@ -97,8 +92,19 @@ class OpDef:
         options.update({k: v for k, v in (basic_args or {}).items() if k in settable})
         options.update({k: v for k, v in kwargs.items() if k not in self.ignored})
         options.update(self.fixed)
-        checked = check_options(self.schema, options)
-        return self.resolve(in_channels, out_channels, stride, checked)
+        return check_options(self.schema, options)
+
+    def plan(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        kwargs: Mapping[str, Any],
+        basic_args: Mapping[str, Any] | None = None,
+    ) -> BlockPlan:
+        """Checks the options (see :meth:`options`) and resolves them into a plan."""
+        return self.resolve(in_channels, out_channels, stride,
+                            self.options(kwargs, basic_args))
 
 
 class BlockRegistry:

@@ -8,6 +8,7 @@ code and the analytic cost model get exact channel counts and costs at Python sp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +41,8 @@ class BlockTrace:
     in_hw: HW | None = None
     out_hw: HW | None = None
     cost: Cost | None = None
+    requested_out_channels: int | None = None
+    """The width asked of the op (``out_channels`` after width scaling)."""
 
     @property
     def name(self) -> str:
@@ -129,7 +132,7 @@ class FBNetBuilder:
                                           spec.stride, spec.kwargs, self._frozen_basic_args)
         except ArchDefError as exc:
             raise exc.located(stage=spec.stage_idx, block=spec.block_idx, op=spec.op) from None
-        return BlockTrace(spec, in_channels, out_channels, plan)
+        return BlockTrace(spec, in_channels, out_channels, plan, requested_out_channels=out)
 
     def trace(
         self,
@@ -152,8 +155,7 @@ class FBNetBuilder:
                 except ArchDefError as exc:
                     raise exc.located(stage=spec.stage_idx, block=spec.block_idx,
                                       op=spec.op) from None
-                trace = BlockTrace(spec, in_channels, trace.out_channels, trace.plan, hw,
-                                   out_hw, cost)
+                trace = dataclasses.replace(trace, in_hw=hw, out_hw=out_hw, cost=cost)
                 hw = out_hw
             traces.append(trace)
             in_channels = trace.out_channels

@@ -9,11 +9,17 @@ import click
 
 from fbnas import __version__
 from fbnas.arch.errors import ArchDefError
+from fbnas.cli.export import export
 from fbnas.cli.info import info
+from fbnas.cli.lut import latency, lut
+from fbnas.cli.space import space
 from fbnas.cli.zoo import ops, zoo
+from fbnas.cost.lut import LatencyTableError, MachineBusyError
+from fbnas.export import ExportError
 from fbnas.zoo.checkpoint import CheckpointError
 
-USER_ERRORS = (ArchDefError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ArchDefError, CheckpointError, ExportError, FileNotFoundError,
+               LatencyTableError, MachineBusyError)
 """Errors caused by the user's input: printed as one line, exit status 2, no traceback."""
 
 
@@ -29,6 +35,10 @@ def cli(verbose: int) -> None:
 cli.add_command(zoo)
 cli.add_command(info)
 cli.add_command(ops)
+cli.add_command(space)
+cli.add_command(lut)
+cli.add_command(latency)
+cli.add_command(export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,183 @@
+"""``fbnas lut build|show`` and ``fbnas latency``: latency tables measured on this device."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import click
+
+from fbnas.cli.format import table
+from fbnas.cost.latency import BACKENDS, DeviceInfo, measure
+from fbnas.cost.lut import (
+    ArchItems,
+    BuildSettings,
+    LatencyTable,
+    LatencyTableError,
+    arch_items,
+    calibrate,
+    measure_table,
+)
+from fbnas.search import get_space
+
+
+def _progress_bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5)
+
+    def update(done: int, total: int, label: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(label[-40:], refresh=False)
+        bar.update(done - bar.n)
+
+    return bar, update
+
+
+def _open_table(out: Path, device: DeviceInfo, rounds: int) -> LatencyTable:
+    if not out.exists():
+        return LatencyTable(device, rounds=rounds)
+    existing = LatencyTable.load(out, expect=device)
+    differences = existing.device.differences(device)
+    if differences:
+        raise LatencyTableError(f"{out} was measured on another setup ({'; '.join(differences)})"
+                                f"; write the new table to another --out")
+    click.echo(f"continuing {out}: {len(existing)} entries already measured", err=True)
+    return existing
+
+
+@click.group()
+def lut() -> None:
+    """Latency lookup tables measured on this machine."""
+
+
+@lut.command("build")
+@click.option("--space", "space_name", help="Every candidate block of a search space.")
+@click.option("--arch", "archs", multiple=True, help="Zoo name or arch file (repeatable).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
+@click.option("--resolution", "-r", type=click.IntRange(min=1),
+              help="Input size (default: the space's / each arch's native one).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved measurement rounds; each entry keeps its lowest median.")
+@click.option("--method", type=click.Choice(["context", "isolated"]), default=None,
+              help="Time blocks inside whole networks (torch default) or alone "
+                   "(onnxruntime default).")
+@click.option("--calibrate-on", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Networks measured end to end to fit the table's scale (0: none).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def lut_build(space_name: str | None, archs: tuple[str, ...], backend: str,
+              resolution: int | None, threads: int, rounds: int, method: str | None,
+              calibrate_on: int, out: Path) -> None:
+    """Measures every distinct block once (resumes an existing --out), then calibrates.
+
+    Blocks are keyed by op, options, width and input shape. The table is saved after every
+    measurement, so an interrupted build continues where it stopped when re-run.
+    """
+    if bool(space_name) == bool(archs):
+        raise click.UsageError("give either --space or --arch (one or more)")
+    method = method or ("context" if backend == "torch" else "isolated")
+    settings = BuildSettings(backend=backend, threads=threads, rounds=rounds, method=method)
+    device = DeviceInfo.current(backend, threads)
+    table_ = _open_table(out, device, rounds)
+    if space_name:
+        search_space = get_space(space_name)
+        networks = [arch_items(a, resolution, name=f"{search_space.name}_cand{j}")
+                    for j, a in enumerate(search_space.all_candidate_archs())]
+        rng = random.Random(0)
+        calibration = [arch_items(search_space.arch_def(search_space.sample(rng)), resolution,
+                                  name=f"{search_space.name}_sample{i}")
+                       for i in range(calibrate_on)]
+    else:
+        networks = [arch_items(a, resolution) for a in archs]
+        calibration = networks[:calibrate_on]
+    click.echo(f"measuring {len({k for n in networks for k in n.keys})} distinct blocks on "
+               f"{device.cpu} ({backend}, {threads} thread(s), {method}, {rounds} rounds)",
+               err=True)
+    bar, update = _progress_bar("blocks")
+    try:
+        measure_table(table_, networks, settings, out, update)
+    finally:
+        bar.close()
+    if calibration:
+        bar, update = _progress_bar("calibration")
+        try:
+            table_.calibration = calibrate(table_, calibration, settings, update)
+        finally:
+            bar.close()
+        table_.save(out)
+    click.echo(f"wrote {out}: {len(table_)} entries, scale {table_.scale:.3f}")
+
+
+@lut.command("show")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--entries", is_flag=True, help="List every entry.")
+def lut_show(path: Path, entries: bool) -> None:
+    """Summarises a table: device, backend, entries, calibration."""
+    table_ = LatencyTable.load(path)
+    d = table_.device
+    click.echo(f"{path}: {len(table_)} entries (ms), batch {table_.batch}, {d.backend} "
+               f"backend, {d.threads} thread(s) on {d.cpu} ({d.cores} cores); torch "
+               f"{d.torch}, onnxruntime {d.onnxruntime}")
+    if table_.calibration:
+        nets = table_.calibration.networks
+        click.echo(f"calibration: scale {table_.scale:.3f} fitted on {len(nets)} network(s)")
+        for n in nets:
+            click.echo(f"  {n['name']}: sum {n['sum_ms']:.2f} ms, measured "
+                       f"{n['measured_ms']:.2f} ms")
+    if entries:
+        click.echo(table(["key", "ms", "spread", "runs"],
+                         [[k, f"{e.ms:.4f}", f"{e.spread:.2f}", e.runs]
+                          for k, e in sorted(table_.entries.items())],
+                         align_right=[False, True, True, True]))
+
+
+@click.command()
+@click.argument("archs", nargs=-1, required=True)
+@click.option("--lut", "lut_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True)
+@click.option("--resolution", "-r", type=click.IntRange(min=1))
+@click.option("--measure", "do_measure", is_flag=True,
+              help="Also measure each network end to end on this machine.")
+@click.option("--fill-missing", is_flag=True,
+              help="Measure blocks the table lacks (in the network) and add them to it.")
+@click.option("--json", "as_json", is_flag=True)
+def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_measure: bool,
+            fill_missing: bool, as_json: bool) -> None:
+    """Predicted latency of zoo names or arch files from a table (and, with --measure,
+    the measured one)."""
+    table_ = LatencyTable.load(lut_path)
+    d = table_.device
+    settings = BuildSettings(backend=d.backend, threads=d.threads,  # type: ignore[arg-type]
+                             rounds=table_.rounds,
+                             method="context" if d.backend == "torch" else "isolated")
+    records = []
+    for source in archs:
+        items: ArchItems = arch_items(source, resolution, batch=table_.batch)
+        if fill_missing and table_.missing(items.keys):
+            measure_table(table_, [items], settings, lut_path)
+        prediction = table_.predict(items)
+        measured = None
+        if do_measure:
+            shape = (table_.batch, 3, items.resolution, items.resolution)
+            measured = min(measure(items.build(), shape, d.backend, d.threads,  # type: ignore
+                                   budget_s=1.0).median_ms for _ in range(3))
+        records.append({"name": items.name, "resolution": items.resolution,
+                        "predicted_ms": round(prediction.predicted_ms, 4),
+                        "measured_ms": round(measured, 4) if measured is not None else None,
+                        "sum_ms": round(prediction.sum_ms, 4), "scale": prediction.scale})
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    rows = []
+    for r in records:
+        row = [r["name"], r["resolution"], f"{r['predicted_ms']:.2f}"]
+        if do_measure:
+            err = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] * 100
+            row += [f"{r['measured_ms']:.2f}", f"{err:+.1f}%"]
+        rows.append(row)
+    headers = ["arch", "res", "predicted ms"] + (["measured ms", "error"] if do_measure else [])
+    click.echo(table(headers, rows, align_right=[False] + [True] * (len(headers) - 1)))
+    click.echo(f"(table {lut_path}: {d.backend}, {d.threads} thread(s), scale "
+               f"{table_.scale:.3f})")

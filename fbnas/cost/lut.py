@@ -1,0 +1,558 @@
+"""Latency lookup tables: measure each distinct block once, predict whole networks.
+
+A table entry is keyed by everything that decides a block's cost — the op, its effective
+options (padding, groups, expansion, activation... after ``basic_args`` and presets), its
+input shape and its width — so any registered op works, users' own included. Device,
+backend, threads and library versions describe the whole table (metadata), not a key.
+
+A network's latency is predicted as ``scale * sum(entries)``: blocks timed alone
+systematically under-estimate the whole network (framework overhead between blocks, cache
+effects), by a factor rather than an offset, so ``scale`` is fitted on a few full networks
+measured end to end when the table is built (see ``docs/benchmarks.md``).
+
+Files are JSON, written atomically (temp file, fsync, rename) after every measured entry,
+so an interrupted build loses nothing and continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import random
+import statistics
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from fbnas.arch.spec import ArchSpec, FrozenKwargs, thaw
+from fbnas.blocks import BLOCKS
+from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
+from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_ms
+from fbnas.zoo.model import ArchSource, ClsConvHead, build_model, resolve_arch
+
+logger = logging.getLogger(__name__)
+
+TABLE_FORMAT = "fbnas-latency-table"
+TABLE_VERSION = 1
+BUSY_FACTOR = 1.5
+"""A round whose reference workload runs this much slower than its quiet minimum is busy."""
+
+
+class LatencyTableError(ValueError):
+    """A table file that cannot be used (corrupted, wrong format) or a lookup that fails."""
+
+
+class MissingEntriesError(LatencyTableError):
+    """The table has no entry for some blocks of a network; lists their keys."""
+
+    def __init__(self, missing: Sequence[str], what: str = "") -> None:
+        self.missing = list(missing)
+        shown = "\n  ".join(self.missing[:10])
+        more = f"\n  ... ({len(self.missing)} in all)" if len(self.missing) > 10 else ""
+        super().__init__(f"the latency table has no entry for {len(self.missing)} block(s)"
+                         f"{' of ' + what if what else ''} (measure them with "
+                         f"--fill-missing, or build the table over this arch):\n  {shown}{more}")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _value_text(value: Any) -> str:
+    return json.dumps(thaw(value), sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=65536)
+def _option_text(op: str, kwargs: FrozenKwargs, basic_args: FrozenKwargs) -> str:
+    """Options that differ from the op's own defaults, as ``k=v`` text (sorted)."""
+    entry = BLOCKS.get(op)
+    options = entry.options(kwargs, basic_args)
+    defaults = entry.options({}, {})
+    return ",".join(f"{k}={_value_text(v)}" for k, v in sorted(options.items())
+                    if k not in defaults or thaw(defaults[k]) != thaw(v))
+
+
+def block_key(trace: BlockTrace, basic_args: Mapping[str, Any]) -> str:
+    """The table key of a traced block: ``op|CxHxW|out|s<stride>|options``."""
+    if trace.in_hw is None:
+        raise ValueError("block_key needs a trace made with a resolution")
+    h, w = trace.in_hw
+    options = _option_text(trace.spec.op, trace.spec.kwargs, FrozenKwargs(basic_args))
+    return (f"{trace.spec.op}|{trace.in_channels}x{h}x{w}|{trace.requested_out_channels}|"
+            f"s{trace.spec.stride}|{options}")
+
+
+def head_key(channels: int, hw: tuple[int, int], num_classes: int) -> str:
+    """The key of the classifier head (global pool + 1x1 conv) on a ``channels`` map."""
+    return f"cls_head|{channels}x{hw[0]}x{hw[1]}|{num_classes}"
+
+
+@dataclass(frozen=True)
+class TableItem:
+    """Something a table measures: its key, how to build it, its input shape."""
+
+    key: str
+    input_shape: tuple[int, ...]
+    build: Callable[[], nn.Module]
+    label: str
+
+
+@dataclass(frozen=True)
+class ArchItems:
+    """The items of one network, in order (blocks then head), and the network itself."""
+
+    name: str
+    spec: ArchSpec
+    resolution: int
+    num_classes: int | None
+    keys: tuple[str, ...]
+    items: tuple[TableItem, ...]
+
+    def build(self) -> nn.Module:
+        """The whole classifier, for end-to-end measurement."""
+        return build_model(self.spec, num_classes=self.num_classes).eval()
+
+
+def arch_items(arch: ArchSource | ArchSpec, resolution: int | None = None,
+               num_classes: int | None = 1000, batch: int = 1,
+               name: str | None = None) -> ArchItems:
+    """The table items (blocks + head) of a network at a resolution."""
+    spec, source_name, native = resolve_arch(arch)
+    name = name or source_name
+    resolution = resolution or native
+    builder = FBNetBuilder()
+    builder.add_basic_args(spec.basic_args)
+    traces = builder.trace(spec, resolution=resolution)
+    items = []
+    for trace in traces:
+        key = block_key(trace, builder.basic_args)
+        items.append(TableItem(key, (batch, trace.in_channels, *trace.in_hw),
+                               functools.partial(build_plan, trace), f"{name}:{trace.name}"))
+    if num_classes:
+        last = traces[-1]
+        key = head_key(last.out_channels, last.out_hw, num_classes)
+        items.append(TableItem(key, (batch, last.out_channels, *last.out_hw),
+                               functools.partial(ClsConvHead, last.out_channels, num_classes),
+                               f"{name}:head"))
+    return ArchItems(name, spec, resolution, num_classes, tuple(i.key for i in items),
+                     tuple(items))
+
+
+def distinct_items(archs: Iterable[ArchItems]) -> list[TableItem]:
+    """Every distinct item of several networks, first occurrence kept."""
+    seen: dict[str, TableItem] = {}
+    for arch in archs:
+        for item in arch.items:
+            seen.setdefault(item.key, item)
+    return list(seen.values())
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass
+class LatencyEntry:
+    """One measured item: per-round medians (ms) and whether every round was busy."""
+
+    rounds_ms: list[float] = field(default_factory=list)
+    runs: int = 0
+    spread: float = 0.0
+    busy: bool = False
+
+    @property
+    def ms(self) -> float:
+        """The lowest per-round median: the least disturbed measurement."""
+        return min(self.rounds_ms)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``predicted = scale * sum(entries)``, fitted on networks measured end to end."""
+
+    scale: float
+    networks: tuple[dict, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "networks": list(self.networks)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A network's predicted latency and where it comes from."""
+
+    name: str
+    resolution: int
+    block_ms: tuple[tuple[str, float], ...]
+    sum_ms: float
+    scale: float
+
+    @property
+    def predicted_ms(self) -> float:
+        return self.sum_ms * self.scale
+
+
+class LatencyTable:
+    """Key -> measured latency (ms), with the device/backend it was measured on.
+
+    Example:
+        >>> table = LatencyTable.load("lut.json")            # doctest: +SKIP
+        >>> table.predict("fbnet_a").predicted_ms             # doctest: +SKIP
+        18.7
+    """
+
+    def __init__(self, device: DeviceInfo, batch: int = 1, rounds: int = 3,
+                 entries: dict[str, LatencyEntry] | None = None,
+                 calibration: Calibration | None = None,
+                 quiet_reference_ms: float | None = None) -> None:
+        self.device = device
+        self.batch = batch
+        self.rounds = rounds
+        self.entries: dict[str, LatencyEntry] = entries or {}
+        self.calibration = calibration
+        self.quiet_reference_ms = quiet_reference_ms
+        """The fastest time of :func:`reference_ms` seen while building: the quiet speed."""
+
+    # ------------------------------------------------------------------ lookup
+
+    def __contains__(self, key: object) -> bool:
+        entry = self.entries.get(key)  # type: ignore[arg-type]
+        return entry is not None and bool(entry.rounds_ms) and not entry.busy
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lookup(self, key: str) -> float:
+        """The latency of one key (ms); a missing or busy entry raises."""
+        if key not in self:
+            raise MissingEntriesError([key])
+        return self.entries[key].ms
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in dict.fromkeys(keys) if k not in self]
+
+    @property
+    def scale(self) -> float:
+        return self.calibration.scale if self.calibration else 1.0
+
+    def predict(self, arch: ArchSource | ArchSpec | ArchItems,
+                resolution: int | None = None, num_classes: int | None = 1000) -> Prediction:
+        """Predicted latency of a network: ``scale * sum`` over its blocks and head."""
+        items = arch if isinstance(arch, ArchItems) else arch_items(
+            arch, resolution, num_classes, self.batch)
+        missing = self.missing(items.keys)
+        if missing:
+            raise MissingEntriesError(missing, items.name)
+        per_block = tuple((item.label.split(":", 1)[1], self.entries[item.key].ms)
+                          for item in items.items)
+        return Prediction(items.name, items.resolution, per_block,
+                          sum(ms for _, ms in per_block), self.scale)
+
+    # ------------------------------------------------------------------ files
+
+    def to_dict(self) -> dict:
+        return {
+            "format": TABLE_FORMAT,
+            "version": TABLE_VERSION,
+            "unit": "ms",
+            "device": self.device.to_dict(),
+            "batch": self.batch,
+            "rounds": self.rounds,
+            "quiet_reference_ms": self.quiet_reference_ms,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "entries": {k: {"ms": e.ms if e.rounds_ms else None, **asdict(e)}
+                        for k, e in sorted(self.entries.items())},
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the table atomically: a reader never sees a half-written file."""
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike,
+             expect: DeviceInfo | None = None) -> LatencyTable:
+        """Reads a table; warns (naming the fields) if it comes from another device/setup."""
+        path = Path(path)
+        if not path.is_file():
+            raise LatencyTableError(f"latency table {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LatencyTableError(f"latency table {str(path)!r} is corrupted or truncated "
+                                    f"({exc}); rebuild it or restore a copy") from None
+        table = cls.from_dict(data, str(path))
+        current = expect or DeviceInfo.current(table.device.backend, table.device.threads,
+                                               table.device.device)
+        differences = table.device.differences(current)
+        if differences:
+            logger.warning("latency table %s was measured elsewhere: %s", path,
+                           "; ".join(differences))
+        return table
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "table") -> LatencyTable:
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise LatencyTableError(f"{source} is not an fbnas latency table")
+        if data.get("version") != TABLE_VERSION:
+            raise LatencyTableError(f"{source} has table version {data.get('version')}; this "
+                                    f"fbnas reads version {TABLE_VERSION}")
+        try:
+            device = DeviceInfo(**data["device"])
+            entries = {}
+            for key, raw in data["entries"].items():
+                rounds_ms = [float(v) for v in raw["rounds_ms"]]
+                if any(not math.isfinite(v) or v <= 0 for v in rounds_ms):
+                    raise ValueError(f"entry {key!r} has a non-positive latency")
+                entries[key] = LatencyEntry(rounds_ms, int(raw.get("runs", 0)),
+                                            float(raw.get("spread", 0.0)),
+                                            bool(raw.get("busy", False)))
+            cal = data.get("calibration")
+            calibration = (Calibration(float(cal["scale"]), tuple(cal.get("networks", ())))
+                           if cal else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LatencyTableError(f"{source} is malformed: {exc}") from None
+        quiet = data.get("quiet_reference_ms")
+        return cls(device, int(data.get("batch", 1)), int(data.get("rounds", 3)), entries,
+                   calibration, float(quiet) if quiet else None)
+
+    def merge(self, other: LatencyTable) -> LatencyTable:
+        """A new table with the entries of both (``other`` wins); devices must agree."""
+        differences = self.device.differences(other.device)
+        if differences:
+            raise LatencyTableError("cannot merge tables from different setups: "
+                                    + "; ".join(differences))
+        entries = {**self.entries, **other.entries}
+        return LatencyTable(self.device, self.batch, self.rounds, entries,
+                            other.calibration or self.calibration)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temp file in the same folder, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- building
+
+
+class MachineBusyError(RuntimeError):
+    """Measurements stayed disturbed by other processes; the partial table is kept."""
+
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class BuildSettings:
+    """How a table is measured.
+
+    Attributes:
+        method: ``"context"`` times every block inside whole networks (forward hooks around
+            each block during end-to-end runs): it sees the caches and memory traffic the
+            block really runs with. ``"isolated"`` times each block alone on its own input.
+        rounds: interleaved rounds; an entry keeps its lowest per-round median.
+        budget_s: time spent per measurement (per block isolated, per network in context).
+        extra_rounds: rounds added for entries that were measured only while busy.
+    """
+
+    backend: Backend = "torch"
+    threads: int = 1
+    method: Literal["context", "isolated"] = "context"
+    rounds: int = 3
+    budget_s: float = 0.3
+    extra_rounds: int = 2
+    seed: int = 0
+
+
+def _needs_round(table: LatencyTable, key: str, round_idx: int, extra: bool) -> bool:
+    entry = table.entries.get(key)
+    if extra:
+        return entry is not None and entry.busy
+    return entry is None or len(entry.rounds_ms) <= round_idx
+
+
+def _record(table: LatencyTable, key: str, median_ms: float, runs: int, spread: float,
+            busy: bool, busy_rounds: dict[str, int]) -> None:
+    entry = table.entries.setdefault(key, LatencyEntry())
+    entry.rounds_ms.append(median_ms)
+    entry.runs += runs
+    entry.spread = max(entry.spread, spread)
+    busy_rounds[key] = busy_rounds.get(key, 0) + busy
+    entry.busy = busy_rounds[key] == len(entry.rounds_ms)
+
+
+def _time_in_context(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]],
+                     input_shape: tuple[int, ...], threads: int,
+                     budget_s: float) -> dict[str, list[float]]:
+    """Runs ``model`` end to end and returns each block's time (ms) per run, via hooks."""
+    import time
+
+    import torch
+
+    from fbnas.cost.latency import torch_threads
+
+    starts: dict[str, float] = {}
+    times: dict[str, list[float]] = {name: [] for name, _ in blocks}
+    handles = []
+    for name, block in blocks:
+        handles.append(block.register_forward_pre_hook(
+            lambda _m, _i, name=name: starts.__setitem__(name, time.perf_counter())))
+        handles.append(block.register_forward_hook(
+            lambda _m, _i, _o, name=name: times[name].append(
+                (time.perf_counter() - starts[name]) * 1e3)))
+    x = torch.randn(*input_shape)
+    try:
+        with torch_threads(threads), torch.inference_mode():
+            for _ in range(3):
+                model(x)
+            for values in times.values():
+                values.clear()
+            start = time.perf_counter()
+            runs = 0
+            while runs < 5 or (time.perf_counter() - start < budget_s and runs < 200):
+                model(x)
+                runs += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+    return times
+
+
+def _network_blocks(model: nn.Module, arch: ArchItems) -> list[tuple[str, nn.Module]]:
+    blocks = list(model.backbone.stages.children())
+    if arch.num_classes:
+        blocks.append(model.head)
+    if len(blocks) != len(arch.keys):
+        raise AssertionError("network blocks and table items disagree")
+    return list(zip(arch.keys, blocks, strict=True))
+
+
+def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
+                  path: str | os.PathLike | None = None,
+                  progress: Progress | None = None) -> LatencyTable:
+    """Measures every entry of ``archs`` still missing rounds, saving the table as it goes.
+
+    Rounds are interleaved (a new random order each round) and each starts by timing a
+    reference workload; a round whose reference is ``BUSY_FACTOR`` slower than the quietest
+    one seen (kept in the table across runs) counts as busy. An entry keeps the lowest of
+    its per-round medians. Entries measured only in busy rounds get extra rounds; if the
+    machine stays busy the table is saved with them flagged and :class:`MachineBusyError`
+    is raised.
+    """
+    if settings.method == "context" and settings.backend != "torch":
+        raise ValueError("in-context timing needs the torch backend; use method='isolated' "
+                         "for onnxruntime")
+    rng = random.Random(settings.seed)
+    items = distinct_items(archs)
+    busy_rounds: dict[str, int] = {}
+    quiet_ref = min([reference_ms(settings.threads) for _ in range(3)]
+                    + [table.quiet_reference_ms or math.inf])
+    table.quiet_reference_ms = quiet_ref
+    units: list[Any] = list(archs) if settings.method == "context" else items
+    unit_keys = ([set(a.keys) for a in archs] if settings.method == "context"
+                 else [{i.key} for i in items])
+    todo = sum(any(_needs_round(table, k, r, False) for k in keys)
+               for keys in unit_keys for r in range(settings.rounds))
+    done = 0
+    models: dict[int, nn.Module] = {}
+    for round_idx in range(settings.rounds + settings.extra_rounds):
+        extra = round_idx >= settings.rounds
+        pending = [i for i, keys in enumerate(unit_keys)
+                   if any(_needs_round(table, k, round_idx, extra) for k in keys)]
+        if not pending:
+            continue
+        ref = reference_ms(settings.threads)
+        quiet_ref = table.quiet_reference_ms = min(quiet_ref, ref)
+        busy = ref > BUSY_FACTOR * quiet_ref
+        rng.shuffle(pending)
+        round_values: dict[str, list[float]] = {}
+        for index in pending:
+            unit = units[index]
+            if index not in models:
+                models[index] = (unit.build() if settings.method == "context"
+                                 else unit.build().eval())
+            if settings.method == "context":
+                shape = (table.batch, 3, unit.resolution, unit.resolution)
+                times = _time_in_context(models[index], _network_blocks(models[index], unit),
+                                         shape, settings.threads, settings.budget_s)
+                for key, values in times.items():
+                    round_values.setdefault(key, []).extend(values)
+                label = f"network {unit.name}"
+            else:
+                m = measure(models[index], unit.input_shape, settings.backend,
+                            settings.threads, budget_s=settings.budget_s)
+                round_values.setdefault(unit.key, []).append(m.median_ms)
+                _record(table, unit.key, m.median_ms, m.runs, m.spread, busy, busy_rounds)
+                round_values.pop(unit.key)
+                label = unit.label
+            if settings.method == "context":
+                for key in unit_keys[index]:
+                    values = round_values.get(key)
+                    if values and _needs_round(table, key, round_idx, extra):
+                        ordered = sorted(values)
+                        median = statistics.median(ordered)
+                        spread = (ordered[int(0.9 * (len(ordered) - 1))]
+                                  - ordered[int(0.1 * (len(ordered) - 1))]) / median
+                        _record(table, key, median, len(values), spread, busy, busy_rounds)
+            if path is not None:
+                table.save(path)
+            done += not extra
+            if progress:
+                progress(min(done, todo), todo, label)
+    still_busy = [i.key for i in items if table.entries.get(i.key, LatencyEntry()).busy]
+    if still_busy:
+        if path is not None:
+            table.save(path)
+        raise MachineBusyError(
+            f"{len(still_busy)} entries were measured only while the machine was busy "
+            f"(reference workload over {BUSY_FACTOR}x its quiet time); they are flagged in "
+            f"the table — re-run the same command on a quieter machine to re-measure them")
+    return table
+
+
+def calibrate(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
+              progress: Progress | None = None) -> Calibration:
+    """Fits ``scale`` = median(measured / sum of entries) over whole networks.
+
+    Networks are measured end to end in interleaved rounds; each keeps its lowest
+    per-round median, like the table entries.
+    """
+    rng = random.Random(settings.seed + 1)
+    measured: list[list[float]] = [[] for _ in archs]
+    models = [a.build() for a in archs]
+    total = settings.rounds * len(archs)
+    done = 0
+    for _ in range(settings.rounds):
+        order = list(range(len(archs)))
+        rng.shuffle(order)
+        for index in order:
+            arch = archs[index]
+            shape = (table.batch, 3, arch.resolution, arch.resolution)
+            m = measure(models[index], shape, settings.backend, settings.threads,
+                        budget_s=settings.budget_s * 3)
+            measured[index].append(m.median_ms)
+            done += 1
+            if progress:
+                progress(done, total, f"network {arch.name}")
+    networks = []
+    for arch, times in zip(archs, measured, strict=True):
+        sum_ms = table.predict(arch).sum_ms
+        networks.append({"name": arch.name, "resolution": arch.resolution,
+                         "sum_ms": sum_ms, "measured_ms": min(times)})
+    scale = statistics.median(n["measured_ms"] / n["sum_ms"] for n in networks)
+    return Calibration(scale, tuple(networks))

@@ -1,0 +1,192 @@
+"""Search spaces as data: fixed blocks plus searchable layers with candidate blocks.
+
+A space is a macro-architecture (stem, head, per-layer widths and strides) and, for each
+searchable layer, a list of candidate blocks given as registry ops with options. Choosing
+one candidate per layer yields an ordinary arch def, so everything downstream (builder,
+cost, latency tables, training, export) treats a sampled or derived architecture like any
+other. The DNAS supernet is built from the same definitions.
+
+FBNetV1 (Wu et al. 2019, Table 1 and 2): 22 searchable layers, 9 candidates each
+(``ir_k{3,5}`` with expansion 1/3/6, the grouped ``_g2`` shuffle variants at expansion 1,
+and ``skip``), 9^22 ≈ 1e21 architectures.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fbnas.arch.errors import ArchDefError
+from fbnas.arch.spec import FrozenKwargs
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate block of a searchable layer: a registry op with preset options."""
+
+    name: str
+    op: str
+    kwargs: FrozenKwargs = field(default_factory=FrozenKwargs)
+
+    def entry(self, out_channels: int, stride: int) -> list[Any]:
+        """The arch-def block entry of this candidate."""
+        block: list[Any] = [self.op, out_channels, stride, 1]
+        if self.kwargs:
+            block.append(self.kwargs.to_dict())
+        return block
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """A searchable layer: its stage, width, stride and candidates."""
+
+    stage_idx: int
+    out_channels: int
+    stride: int
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A macro-architecture with searchable layers.
+
+    Attributes:
+        name: registry name (``fbnet_v1``).
+        input_size: the resolution the space is designed for.
+        prefix: fixed stages before the searchable layers (arch-def stages).
+        layers: the searchable layers in order; consecutive layers of one ``stage_idx``
+            form one stage.
+        suffix: fixed stages after them (the head).
+        basic_args: network-wide defaults of every architecture of the space.
+        description: one line for listings.
+    """
+
+    name: str
+    input_size: int
+    prefix: tuple[tuple[tuple[Any, ...], ...], ...]
+    layers: tuple[LayerChoice, ...]
+    suffix: tuple[tuple[tuple[Any, ...], ...], ...]
+    basic_args: FrozenKwargs = field(default_factory=FrozenKwargs)
+    description: str = ""
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def size(self) -> int:
+        """Number of distinct architectures (product of candidate counts)."""
+        total = 1
+        for layer in self.layers:
+            total *= len(layer.candidates)
+        return total
+
+    def check_choices(self, choices: Sequence[int]) -> None:
+        if len(choices) != self.num_layers:
+            raise ArchDefError(f"space {self.name!r} has {self.num_layers} searchable layers, "
+                               f"got {len(choices)} choices")
+        for i, (choice, layer) in enumerate(zip(choices, self.layers, strict=True)):
+            if not isinstance(choice, int) or not 0 <= choice < len(layer.candidates):
+                raise ArchDefError(f"layer {i}: choice {choice!r} is not in "
+                                   f"[0, {len(layer.candidates)})")
+
+    def arch_def(self, choices: Sequence[int]) -> dict[str, Any]:
+        """The arch def of one architecture (one candidate index per searchable layer)."""
+        self.check_choices(choices)
+        stages: list[list[list[Any]]] = [[list(b) for b in stage] for stage in self.prefix]
+        current = None
+        for layer, choice in zip(self.layers, choices, strict=True):
+            if layer.stage_idx != current:
+                stages.append([])
+                current = layer.stage_idx
+            stages[-1].append(layer.candidates[choice].entry(layer.out_channels, layer.stride))
+        stages += [[list(b) for b in stage] for stage in self.suffix]
+        arch: dict[str, Any] = {"input_size": self.input_size, "blocks": stages}
+        if self.basic_args:
+            arch["basic_args"] = self.basic_args.to_dict()
+        return arch
+
+    def sample(self, rng: random.Random) -> list[int]:
+        """Uniformly random choices, one per layer."""
+        return [rng.randrange(len(layer.candidates)) for layer in self.layers]
+
+    def choice_names(self, choices: Sequence[int]) -> list[str]:
+        return [layer.candidates[c].name for layer, c in zip(self.layers, choices, strict=True)]
+
+    def all_candidate_archs(self) -> list[dict[str, Any]]:
+        """Arch defs that together contain every (layer, candidate) pair exactly once.
+
+        Architecture ``j`` takes candidate ``(j + l) mod n_l`` in layer ``l`` (a Latin
+        square), so every network mixes candidates the way a real sample does — blocks timed
+        inside these networks see realistic neighbours — and together they hold every
+        distinct block of the space with its input shape.
+        """
+        most = max(len(layer.candidates) for layer in self.layers)
+        return [self.arch_def([(j + i) % len(layer.candidates)
+                               for i, layer in enumerate(self.layers)])
+                for j in range(most)]
+
+
+def _fbnet_v1_candidates() -> tuple[Candidate, ...]:
+    candidates = []
+    for k in (3, 5):
+        candidates.append(Candidate(f"ir_k{k}_e1", f"ir_k{k}", FrozenKwargs({"expansion": 1})))
+        candidates.append(Candidate(f"ir_k{k}_s2", f"ir_k{k}_g2",
+                                    FrozenKwargs({"expansion": 1, "pwl_groups": 2})))
+        candidates.append(Candidate(f"ir_k{k}_e3", f"ir_k{k}", FrozenKwargs({"expansion": 3})))
+        candidates.append(Candidate(f"ir_k{k}_e6", f"ir_k{k}", FrozenKwargs({"expansion": 6})))
+    candidates.append(Candidate("skip", "skip"))
+    return tuple(candidates)
+
+
+# (stage, out_channels, repeats, first stride) of the 22 searchable layers, FBNet Table 1.
+_FBNET_V1_GROUPS = ((1, 16, 1, 1), (2, 24, 4, 2), (3, 32, 4, 2), (4, 64, 4, 2),
+                    (4, 112, 4, 1), (5, 184, 4, 2), (5, 352, 1, 1))
+
+
+def fbnet_v1_space(name: str = "fbnet_v1", input_size: int = 224, stem_stride: int = 2,
+                   first_group_stride: int = 2, head_channels: int = 1984) -> SearchSpace:
+    """The FBNetV1 space: conv 3x3 stem, 22 searchable layers of 9 candidates, 1x1 head."""
+    candidates = _fbnet_v1_candidates()
+    layers = []
+    for stage, out, repeats, stride in _FBNET_V1_GROUPS:
+        first = first_group_stride if out == 24 else stride
+        for i in range(repeats):
+            layers.append(LayerChoice(stage, out, first if i == 0 else 1, candidates))
+    return SearchSpace(
+        name=name, input_size=input_size,
+        prefix=((("conv_k3", 16, stem_stride, 1),),),
+        layers=tuple(layers),
+        suffix=((("conv_k1", head_channels, 1, 1),),),
+        description=f"FBNetV1: 22 layers x 9 candidates at {input_size}x{input_size}",
+    )
+
+
+SPACES: dict[str, SearchSpace] = {
+    "fbnet_v1": fbnet_v1_space(),
+    # 32x32 input (CIFAR-10): stem and the first stride-2 group run at stride 1, so the
+    # last stage works on a 4x4 map instead of collapsing to 1x1 (fbnas's own change; the
+    # public CIFAR code keeps the ImageNet table).
+    "fbnet_v1_cifar": fbnet_v1_space("fbnet_v1_cifar", 32, stem_stride=1, first_group_stride=1),
+}
+
+
+def get_space(name: str | SearchSpace) -> SearchSpace:
+    """A registered space by name (unknown names suggest close ones)."""
+    if isinstance(name, SearchSpace):
+        return name
+    if name not in SPACES:
+        close = difflib.get_close_matches(name, SPACES, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ArchDefError(f"unknown search space {name!r}{hint} (known: "
+                           f"{', '.join(SPACES)})")
+    return SPACES[name]
+
+
+def space_summary(space: SearchSpace) -> Mapping[str, Any]:
+    return {"name": space.name, "input_size": space.input_size, "layers": space.num_layers,
+            "candidates": [c.name for c in space.layers[0].candidates],
+            "size": space.size, "description": space.description}

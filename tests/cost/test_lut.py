@@ -1,0 +1,208 @@
+"""Latency tables: keys, files, real measurements (both backends), resume, busy machines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from fbnas.blocks import BLOCKS, register_block
+from fbnas.cost.latency import DeviceInfo, measure
+from fbnas.cost.lut import (
+    BuildSettings,
+    LatencyTable,
+    LatencyTableError,
+    MachineBusyError,
+    MissingEntriesError,
+    arch_items,
+    calibrate,
+    distinct_items,
+    measure_table,
+)
+
+TINY = {"input_size": 32, "blocks": [
+    [("conv_k3", 8, 2, 1)],
+    [("ir_k3", 8, 1, 2, {"expansion": 3}), ("ir_k5_hs", 16, 2, 1, {"expansion": 4})],
+    [("skip", 16, 1, 1), ("conv_k1", 32, 1, 1)],
+]}
+FAST = BuildSettings(rounds=2, budget_s=0.02, extra_rounds=1)
+
+
+def keys_of(arch: dict, resolution: int | None = None) -> list[str]:
+    return list(arch_items(arch, resolution).keys)
+
+
+def test_keys_name_everything_that_changes_cost() -> None:
+    keys = keys_of(TINY)
+    assert keys[0] == "conv_k3|3x32x32|8|s2|"
+    # the two repeats of ir_k3 have the same shape: the same key
+    assert keys[1] == keys[2] == "ir_k3|8x16x16|8|s1|expansion=3,width_divisor=1"
+    assert keys[-1] == "cls_head|32x8x8|1000"
+    padded = {"blocks": [[("ir_k5_hs", 16, 2, 1, {"expansion": 4, "dw_args": {"padding": 1}})]]}
+    assert "dw_args={\"padding\":1}" in keys_of(padded, 32)[0]
+    relu6 = {"basic_args": {"relu_args": "relu6"}, "blocks": [[("conv_k3", 8, 2, 1)]]}
+    assert keys_of(relu6, 32)[0] == 'conv_k3|3x32x32|8|s2|relu_args="relu6"'
+    # options the op ignores do not make a new entry
+    assert keys_of({"blocks": [[("skip", 8, 1, 1, {"expansion": 6})]]}, 32)[0] == \
+        keys_of({"blocks": [[("skip", 8, 1, 1)]]}, 32)[0]
+    assert keys_of(TINY, 64)[0] == "conv_k3|3x64x64|8|s2|"
+
+
+def test_users_own_op_gets_keys_and_measurements() -> None:
+    @register_block("test_lut_dw")
+    def dw(in_channels: int, out_channels: int, stride: int, *, kernel: int = 3):
+        """Test op."""
+        return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
+                         groups=in_channels)
+
+    try:
+        arch = {"blocks": [[("conv_k3", 8, 2, 1)], [("test_lut_dw", 8, 1, 1, {"kernel": 5})]]}
+        items = arch_items(arch, 32)
+        assert items.keys[1] == "test_lut_dw|8x16x16|8|s1|kernel=5"
+        table = measure_table(LatencyTable(DeviceInfo.current()), [items], FAST)
+        assert table.predict(items).sum_ms > 0
+    finally:
+        BLOCKS.remove("test_lut_dw")
+
+
+@pytest.mark.parametrize("method", ["context", "isolated"])
+def test_build_predict_and_resume(tmp_path, method: str) -> None:
+    path = tmp_path / "lut.json"
+    items = arch_items(TINY)
+    table = LatencyTable(DeviceInfo.current())
+    settings = replace(FAST, method=method, rounds=1)
+    measure_table(table, [items], settings, path)
+    assert len(table) == len(set(items.keys)) == 6
+    saved = LatencyTable.load(path)
+    assert all(len(e.rounds_ms) == 1 for e in saved.entries.values())
+    # a second run with more rounds continues the saved table instead of starting over
+    measure_table(saved, [items], replace(settings, rounds=2), path)
+    again = LatencyTable.load(path)
+    assert all(len(e.rounds_ms) == 2 for e in again.entries.values())
+    for key, entry in again.entries.items():
+        assert entry.rounds_ms[0] == saved.entries[key].rounds_ms[0]
+        assert entry.ms == min(entry.rounds_ms) > 0
+    prediction = again.predict(TINY)
+    assert prediction.sum_ms == pytest.approx(sum(again.lookup(k) for k in items.keys))
+    assert prediction.predicted_ms == prediction.sum_ms  # no calibration yet
+
+
+def test_calibration_scales_predictions() -> None:
+    items = arch_items(TINY)
+    table = measure_table(LatencyTable(DeviceInfo.current()), [items], FAST)
+    table.calibration = calibrate(table, [items], FAST)
+    measured = table.calibration.networks[0]["measured_ms"]
+    assert table.predict(items).predicted_ms == pytest.approx(measured)
+
+
+def test_onnxruntime_backend_measures() -> None:
+    items = arch_items(TINY)
+    settings = replace(FAST, backend="onnxruntime", method="isolated", rounds=1)
+    table = measure_table(LatencyTable(DeviceInfo.current("onnxruntime")), [items], settings)
+    assert table.predict(items).sum_ms > 0
+    with pytest.raises(ValueError, match="in-context timing needs the torch backend"):
+        measure_table(table, [items], replace(settings, method="context"))
+
+
+def test_measure_reports_median_and_spread() -> None:
+    m = measure(nn.Conv2d(8, 8, 3, padding=1), (1, 8, 16, 16), budget_s=0.05)
+    assert m.runs >= 10 and 0 < m.p10_ms <= m.median_ms <= m.p90_ms
+    assert torch.get_num_threads() >= 1
+
+
+def test_busy_machine_is_reported_and_the_partial_table_kept(tmp_path) -> None:
+    path = tmp_path / "lut.json"
+    table = LatencyTable(DeviceInfo.current())
+    # Pretend an earlier run saw the machine 1000x faster: every round now looks busy.
+    table.quiet_reference_ms = 1e-6
+    with pytest.raises(MachineBusyError, match="busy"):
+        measure_table(table, [arch_items(TINY)], FAST, path)
+    saved = LatencyTable.load(path)
+    assert len(saved) == 6 and all(e.busy for e in saved.entries.values())
+    with pytest.raises(MissingEntriesError):  # busy entries are never used for predictions
+        saved.predict(TINY)
+
+
+def test_missing_entries_are_listed() -> None:
+    table = measure_table(LatencyTable(DeviceInfo.current()), [arch_items(TINY)], FAST)
+    other = {"blocks": TINY["blocks"] + [[("ir_k3", 48, 2, 1)]], "input_size": 32}
+    with pytest.raises(MissingEntriesError, match=r"(?s)no entry for 2 block\(s\).*ir_k3\|32x8x8"):
+        table.predict(other)
+
+
+def test_corrupted_truncated_and_foreign_files(tmp_path, caplog) -> None:
+    table = measure_table(LatencyTable(DeviceInfo.current()), [arch_items(TINY)], FAST)
+    path = tmp_path / "lut.json"
+    table.save(path)
+    text = path.read_text()
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(text[: len(text) // 2])
+    with pytest.raises(LatencyTableError, match="corrupted or truncated"):
+        LatencyTable.load(truncated)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something"}))
+    with pytest.raises(LatencyTableError, match="not an fbnas latency table"):
+        LatencyTable.load(other)
+    data = json.loads(text)
+    data["device"]["cpu"] = "Snapdragon 8 Gen 3"
+    data["device"]["torch"] = "1.13.0"
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING):
+        loaded = LatencyTable.load(foreign)
+    assert "cpu: 'Snapdragon 8 Gen 3'" in caplog.text and "torch: '1.13.0'" in caplog.text
+    assert len(loaded) == len(table)
+    with pytest.raises(LatencyTableError, match="different setups"):
+        table.merge(loaded)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic saves leave no temp files
+
+
+def test_merge_keeps_both() -> None:
+    a = measure_table(LatencyTable(DeviceInfo.current()), [arch_items(TINY)], FAST)
+    b_arch = {"input_size": 32, "blocks": [[("conv_k5", 8, 2, 1)]]}
+    b = measure_table(LatencyTable(DeviceInfo.current()), [arch_items(b_arch)], FAST)
+    merged = a.merge(b)
+    assert len(merged) == len(a) + 2  # conv_k5 and its head
+    assert len(distinct_items([arch_items(TINY), arch_items(b_arch)])) == len(merged)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fbnas", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_build_show_latency_and_resume(tmp_path) -> None:
+    arch = tmp_path / "tiny.json"
+    arch.write_text(json.dumps(TINY))
+    out = tmp_path / "lut.json"
+    build = run_cli("lut", "build", "--arch", str(arch), "--rounds", "1", "--calibrate-on",
+                    "1", "--out", str(out))
+    assert build.returncode == 0, build.stderr
+    assert "6 entries" in build.stdout
+    again = run_cli("lut", "build", "--arch", str(arch), "--rounds", "1", "--calibrate-on",
+                    "0", "--out", str(out))
+    assert again.returncode == 0 and "continuing" in again.stderr
+    shown = run_cli("lut", "show", str(out))
+    assert "calibration: scale" in shown.stdout
+    lat = run_cli("latency", str(arch), "--lut", str(out), "--measure", "--json")
+    assert lat.returncode == 0, lat.stderr
+    record = json.loads(lat.stdout)[0]
+    assert record["name"] == "tiny" and record["predicted_ms"] > 0 and record["measured_ms"] > 0
+    bigger = tmp_path / "bigger.json"
+    bigger.write_text(json.dumps({**TINY, "blocks": TINY["blocks"] + [[("conv_k1", 64, 1, 1)]]}))
+    missing = run_cli("latency", str(bigger), "--lut", str(out))
+    assert missing.returncode == 2 and "no entry for 2 block(s)" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    filled = run_cli("latency", str(bigger), "--lut", str(out), "--fill-missing", "--json")
+    assert filled.returncode == 0, filled.stderr
+    assert len(LatencyTable.load(out)) == 8
+    broken = tmp_path / "broken.json"
+    broken.write_text(out.read_text()[:100])
+    bad = run_cli("latency", str(arch), "--lut", str(broken))
+    assert bad.returncode == 2 and "corrupted or truncated" in bad.stderr
