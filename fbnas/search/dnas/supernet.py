@@ -1,0 +1,264 @@
+"""The stochastic supernet of FBNetV1 (Wu et al. 2019, §3.3).
+
+Every searchable layer is a :class:`MixedOp` over the space's candidate blocks (made by the
+block registry, so any registered op can be a candidate) with one logit vector θ_l. Two
+execution modes:
+
+* ``soft`` (the paper): m_l = GumbelSoftmax(θ_l, τ), x_{l+1} = Σ_i m_{l,i} b_{l,i}(x_l);
+  every candidate runs.
+* ``single-path``: a hard Gumbel sample per layer and step; only the sampled candidate runs
+  forward and backward, scaled by its straight-through weight (1 in the forward pass, the
+  soft sample's gradient in the backward pass), so θ still gets a gradient while memory and
+  time are those of one candidate.
+
+The expected cost Σ_l Σ_i m_{l,i} cost(b_{l,i}) (plus the fixed stem and head) is
+accumulated along the forward pass; it is differentiable in θ because table entries are
+constants.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fbnas.arch.errors import ArchDefError
+from fbnas.arch.spec import ArchSpec
+from fbnas.arch.unify import unify_arch_def
+from fbnas.blocks import BLOCKS
+from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
+from fbnas.cost.analytic import spec_cost
+from fbnas.search.space import SearchSpace, get_space
+from fbnas.zoo.model import ClsConvHead
+
+Mode = Literal["soft", "single-path"]
+CostKind = Literal["latency", "macs", "params"]
+
+
+def _candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[BlockTrace]],
+                                                                    list[BlockTrace],
+                                                                    list[BlockTrace], int]:
+    """Traces of every (layer, candidate), plus the fixed prefix and suffix blocks.
+
+    Uses the space's Latin-square candidate networks: network j holds candidate
+    (j + l) mod K_l at layer l.
+    """
+    if not space.layers:
+        raise ArchDefError(f"search space {space.name!r} has no searchable layers")
+    for layer in space.layers:
+        if not layer.candidates:
+            raise ArchDefError(f"search space {space.name!r}: a layer has no candidates")
+        for candidate in layer.candidates:
+            BLOCKS.get(candidate.op)  # unknown ops fail here, naming the op
+    archs = space.all_candidate_archs()
+    n_prefix = sum(len(stage) for stage in space.prefix)
+    per_arch = []
+    for arch in archs:
+        spec = unify_arch_def(arch)
+        builder = FBNetBuilder()
+        builder.add_basic_args(spec.basic_args)
+        per_arch.append(builder.trace(spec, resolution=resolution))
+    layers = []
+    for l_idx, layer in enumerate(space.layers):
+        row = []
+        for c_idx in range(len(layer.candidates)):
+            j = (c_idx - l_idx) % len(layer.candidates)
+            row.append(per_arch[j][n_prefix + l_idx])
+        outs = {t.out_channels for t in row}
+        if len(outs) != 1:
+            raise ArchDefError(f"layer {l_idx}: candidates disagree on output width {outs}")
+        layers.append(row)
+    prefix = per_arch[0][:n_prefix]
+    suffix = per_arch[0][n_prefix + len(space.layers):]
+    return layers, prefix, suffix, n_prefix
+
+
+@dataclass(frozen=True)
+class LayerCosts:
+    """Cost of every candidate of every layer, plus the fixed part (stem, head...)."""
+
+    per_layer: tuple[tuple[float, ...], ...]
+    fixed: float
+    unit: str
+
+    def network_cost(self, choices: Sequence[int]) -> float:
+        return self.fixed + sum(row[c] for row, c in zip(self.per_layer, choices, strict=True))
+
+    @property
+    def cheapest(self) -> float:
+        return self.fixed + sum(min(row) for row in self.per_layer)
+
+    @property
+    def most_expensive(self) -> float:
+        return self.fixed + sum(max(row) for row in self.per_layer)
+
+
+def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
+                resolution: int | None = None, num_classes: int = 1000) -> LayerCosts:
+    """Per-candidate costs of a space: MACs or params analytically, or latency from a table.
+
+    With ``kind="latency"`` every candidate must be in ``table`` (a LatencyTable); the
+    table's calibration scale is applied, so costs add up to predicted network latency.
+    """
+    space = get_space(space)
+    resolution = resolution or space.input_size
+    if kind == "latency":
+        from fbnas.cost.lut import MissingEntriesError, arch_items
+
+        if table is None:
+            raise ValueError("latency costs need a latency table")
+        archs = [arch_items(a, resolution, num_classes, table.batch, name=f"cand{j}")
+                 for j, a in enumerate(space.all_candidate_archs())]
+        missing = table.missing(k for a in archs for k in a.keys)
+        if missing:
+            raise MissingEntriesError(missing, f"search space {space.name}")
+        n_prefix = sum(len(stage) for stage in space.prefix)
+        rows = []
+        for l_idx, layer in enumerate(space.layers):
+            k = len(layer.candidates)
+            rows.append(tuple(table.lookup(archs[(c - l_idx) % k].keys[n_prefix + l_idx])
+                              * table.scale for c in range(k)))
+        fixed_keys = archs[0].keys[:n_prefix] + archs[0].keys[n_prefix + len(space.layers):]
+        fixed = sum(table.lookup(key) for key in fixed_keys) * table.scale
+        return LayerCosts(tuple(rows), fixed, "ms")
+    if kind not in ("macs", "params"):
+        raise ValueError(f"unknown cost kind {kind!r}; use latency, macs or params")
+    layers, prefix, suffix, _ = _candidate_traces(space, resolution)
+    pick = (lambda t: t.cost.macs) if kind == "macs" else (lambda t: t.cost.params)
+    rows = tuple(tuple(float(pick(t)) for t in row) for row in layers)
+    fixed = float(sum(pick(t) for t in prefix + suffix))
+    last = suffix[-1] if suffix else layers[-1][0]
+    head = last.out_channels * num_classes
+    fixed += head if kind == "macs" else head + num_classes
+    return LayerCosts(rows, fixed, kind)
+
+
+class MixedOp(nn.Module):
+    """One searchable layer: candidate blocks and their weighted (or sampled) execution."""
+
+    def __init__(self, candidates: Sequence[nn.Module], costs: Sequence[float]) -> None:
+        super().__init__()
+        self.candidates = nn.ModuleList(candidates)
+        self.register_buffer("costs", torch.tensor(list(costs), dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                index: int | None = None) -> torch.Tensor:
+        """``weights``: (K,) mixture weights; ``index``: run only that candidate (single path,
+        ``weights`` then a straight-through one-hot)."""
+        if index is not None:
+            return self.candidates[index](x) * weights[index]
+        out = None
+        for w, candidate in zip(weights, self.candidates, strict=True):
+            y = candidate(x) * w
+            out = y if out is None else out + y
+        return out
+
+
+class Supernet(nn.Module):
+    """The FBNetV1 supernet of a search space.
+
+    Args:
+        space: a registered space name or a :class:`SearchSpace`.
+        costs: per-candidate costs (:func:`layer_costs`), used for the expected cost.
+        num_classes: classifier outputs.
+        resolution: input size (default: the space's).
+
+    Attributes:
+        theta: (layers, K) architecture logits, initialised equal (uniform distribution).
+    """
+
+    def __init__(self, space: SearchSpace | str, costs: LayerCosts, num_classes: int = 10,
+                 resolution: int | None = None) -> None:
+        super().__init__()
+        self.space = get_space(space)
+        self.resolution = resolution or self.space.input_size
+        layers, prefix, suffix, _ = _candidate_traces(self.space, self.resolution)
+        if len(costs.per_layer) != len(layers) or any(
+                len(row) != len(candidates) for row, candidates in zip(costs.per_layer, layers,
+                                                                       strict=True)):
+            raise ArchDefError("the costs do not match the space's layers and candidates")
+        self.costs = costs
+        self.stem = nn.Sequential(*[build_plan(t) for t in prefix])
+        self.layers = nn.ModuleList(
+            MixedOp([build_plan(t) for t in row], cost_row)
+            for row, cost_row in zip(layers, costs.per_layer, strict=True))
+        self.tail = nn.Sequential(*[build_plan(t) for t in suffix])
+        last = suffix[-1] if suffix else layers[-1][0]
+        self.head = ClsConvHead(last.out_channels, num_classes)
+        most = max(len(row) for row in layers)
+        # Padded (layers, K) logits; entries beyond a layer's candidates are masked to -inf.
+        self.theta = nn.Parameter(torch.zeros(len(layers), most))
+        mask = torch.zeros(len(layers), most, dtype=torch.bool)
+        for i, row in enumerate(layers):
+            mask[i, len(row):] = True
+        self.register_buffer("theta_mask", mask, persistent=False)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but θ (trained by the weight optimiser)."""
+        return [p for name, p in self.named_parameters() if name != "theta"]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.theta]
+
+    def logits(self) -> torch.Tensor:
+        return self.theta.masked_fill(self.theta_mask, -math.inf)
+
+    def probabilities(self) -> torch.Tensor:
+        """softmax(θ) per layer: the sampling distribution P(b_l = b_{l,i})."""
+        return F.softmax(self.logits(), dim=-1)
+
+    def entropy(self) -> torch.Tensor:
+        """Mean entropy (nats) of the per-layer distributions: high while undecided."""
+        p = self.probabilities()
+        return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+
+    def sample_weights(self, tau: float, mode: Mode) -> tuple[torch.Tensor, list[int] | None]:
+        """Gumbel-softmax weights (layers, K) and, in single-path mode, the sampled indices."""
+        logits = self.logits()
+        if mode == "soft":
+            return F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1), None
+        if mode != "single-path":
+            raise ValueError(f"unknown mode {mode!r}; use 'soft' or 'single-path'")
+        hard = F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)
+        return hard, hard.argmax(-1).tolist()
+
+    def forward(self, x: torch.Tensor, tau: float = 5.0, mode: Mode = "soft",
+                weights: torch.Tensor | None = None,
+                indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (logits, expected cost). Weights are sampled unless given (e.g. to share
+        one path across processes)."""
+        if weights is None:
+            weights, indices = self.sample_weights(tau, mode)
+        x = self.stem(x)
+        cost = x.new_tensor(self.costs.fixed)
+        for i, layer in enumerate(self.layers):
+            w = weights[i, : len(layer.candidates)]
+            x = layer(x, w, indices[i] if indices is not None else None)
+            cost = cost + (w * layer.costs).sum()
+        return self.head(self.tail(x)), cost
+
+    def derive(self) -> list[int]:
+        """The most likely architecture: argmax θ per layer."""
+        return self.logits().argmax(-1).tolist()
+
+    def sample_architectures(self, count: int, generator: torch.Generator | None = None
+                             ) -> list[list[int]]:
+        """``count`` architectures drawn from softmax(θ), independently per layer."""
+        p = self.probabilities().detach()
+        return [torch.multinomial(p, 1, generator=generator).squeeze(-1).tolist()
+                for _ in range(count)]
+
+    def arch_def(self, choices: Sequence[int]) -> dict:
+        return self.space.arch_def(list(choices))
+
+    def arch_spec(self, choices: Sequence[int]) -> ArchSpec:
+        return unify_arch_def(self.arch_def(choices))
+
+    def analytic_cost(self, choices: Sequence[int]):
+        return spec_cost(self.arch_spec(choices), self.resolution)
