@@ -11,7 +11,13 @@ MobileOne train-form not re-parameterised): what a user runs without exporting.
 
 Each model's timing is ``--rounds`` rounds of up to ``--runs`` interleaved runs (fewer
 for slow models: at least 3, about ``--budget`` seconds per backend and round), after one
-warm-up each; the per-round medians are reported as median (min-max).
+warm-up each; the per-round medians are reported as median (min-max), with the fastest
+run of each backend beside them.
+
+Threads: one for both by default. On a shared 2-core machine eager PyTorch with 2 OpenMP
+threads collapses whenever another process takes a core (fbnet_c at 224: 17 ms with one
+thread, 50 ms to 2.6 s with two under the same load; ONNX Runtime slows 2-3x), so
+two-thread ratios measure the neighbours; use ``--threads 2`` on a quiet machine.
 
 Usage: python benchmarks/export_zoo.py [--names fbnet_a,eff_0] [--resolution R]
            [--out-dir DIR] [--runs 10] [--rounds 1] [--budget 10] [--threads N] [--json F]
@@ -207,7 +213,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--budget", type=float, default=10.0,
                         help="Seconds per backend and round that bound the run count.")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1,
+                        help="Intra-op threads of both (default 1: see the docstring).")
     parser.add_argument("--json", type=Path, help="Also write the rows here.")
     args = parser.parse_args()
     names = args.names.split(",") if args.names else list_archs()

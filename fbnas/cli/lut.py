@@ -1,14 +1,24 @@
-"""``fbnas lut build|show`` and ``fbnas latency``: latency tables measured on this device."""
+"""``fbnas lut build|show|export-blocks|import`` and ``fbnas latency``: latency tables.
+
+``build`` measures on this machine; ``export-blocks`` and ``import`` measure on another
+device with the standalone runner (see :mod:`fbnas.cost.device_tables`).
+"""
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import click
 
 from fbnas.cli.format import table
+from fbnas.cost.device_tables import (
+    DEFAULT_OPSET,
+    export_blocks,
+    import_results,
+    measured_by_runner,
+    space_networks,
+)
 from fbnas.cost.latency import BACKENDS, DeviceInfo, measure
 from fbnas.cost.lut import (
     ArchItems,
@@ -49,7 +59,7 @@ def _open_table(out: Path, device: DeviceInfo, rounds: int) -> LatencyTable:
 
 @click.group()
 def lut() -> None:
-    """Latency lookup tables measured on this machine."""
+    """Latency lookup tables: measured here (build) or on your device (export-blocks, import)."""
 
 
 @lut.command("build")
@@ -82,13 +92,8 @@ def lut_build(space_name: str | None, archs: tuple[str, ...], backend: str,
     device = DeviceInfo.current(backend, threads)
     table_ = _open_table(out, device, rounds)
     if space_name:
-        search_space = get_space(space_name)
-        networks = [arch_items(a, resolution, name=f"{search_space.name}_cand{j}")
-                    for j, a in enumerate(search_space.all_candidate_archs())]
-        rng = random.Random(0)
-        calibration = [arch_items(search_space.arch_def(search_space.sample(rng)), resolution,
-                                  name=f"{search_space.name}_sample{i}")
-                       for i in range(calibrate_on)]
+        networks, calibration = space_networks(get_space(space_name), resolution, 1,
+                                               calibrate_on)
     else:
         networks = [arch_items(a, resolution) for a in archs]
         calibration = networks[:calibrate_on]
@@ -133,6 +138,66 @@ def lut_show(path: Path, entries: bool) -> None:
                          align_right=[False, True, True, True]))
 
 
+@lut.command("export-blocks")
+@click.option("--space", "space_name", help="Every candidate block of a search space.")
+@click.option("--arch", "archs", multiple=True, help="Zoo name or arch file (repeatable).")
+@click.option("--resolution", "-r", type=click.IntRange(min=1),
+              help="Input size (default: the space's / each arch's native one).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--calibrate-on", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Whole networks also exported, to fit the table's scale (0: none).")
+@click.option("--opset", type=click.IntRange(min=7), default=DEFAULT_OPSET, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (new, empty, or an earlier export to replace).")
+def lut_export_blocks(space_name: str | None, archs: tuple[str, ...], resolution: int | None,
+                      batch: int, calibrate_on: int, opset: int, out: Path) -> None:
+    """Writes every distinct block as ONNX, with a manifest and the runner, to time on
+    another device.
+
+    Copy --out to the device and run ``python runner.py . --out results.json`` there (it
+    needs only onnxruntime and numpy); then ``fbnas lut import results.json --out lut.json``.
+    """
+    if bool(space_name) == bool(archs):
+        raise click.UsageError("give either --space or --arch (one or more)")
+    if space_name:
+        networks, calibration = space_networks(get_space(space_name), resolution, batch,
+                                               calibrate_on)
+    else:
+        networks = [arch_items(a, resolution, batch=batch) for a in archs]
+        calibration = networks[:calibrate_on]
+    bar, update = _progress_bar("export")
+    try:
+        manifest = export_blocks(networks, out, space=space_name, calibration=calibration,
+                                 opset=opset, progress=update)
+    finally:
+        bar.close()
+    click.echo(f"wrote {out}: {len(manifest['blocks'])} blocks, "
+               f"{len(manifest['networks'])} calibration network(s), manifest.json, "
+               f"runner.py\nnext, on the device: python runner.py . --out results.json; "
+               f"then: fbnas lut import results.json --out lut.json")
+
+
+@lut.command("import")
+@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Table to write; an existing table of the same device is extended.")
+def lut_import(results: Path, out: Path) -> None:
+    """Turns the runner's results.json (measured on your device) into a latency table."""
+    imported = import_results(results)
+    if out.exists():
+        existing = LatencyTable.load(out, expect=imported.device)
+        if existing.batch != imported.batch:
+            raise LatencyTableError(f"{out} holds batch {existing.batch} entries, {results} "
+                                    f"batch {imported.batch}; write to another --out")
+        imported = existing.merge(imported)
+        click.echo(f"extending {out} ({len(existing)} entries)", err=True)
+    imported.save(out)
+    d = imported.device
+    click.echo(f"wrote {out}: {len(imported)} entries measured on {d.cpu} ({d.system}, "
+               f"onnxruntime {d.onnxruntime}, {d.threads} thread(s)), scale "
+               f"{imported.scale:.3f}")
+
+
 @click.command()
 @click.argument("archs", nargs=-1, required=True)
 @click.option("--lut", "lut_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -149,6 +214,11 @@ def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_m
     the measured one)."""
     table_ = LatencyTable.load(lut_path)
     d = table_.device
+    if (do_measure or fill_missing) and measured_by_runner(d):
+        raise LatencyTableError(f"{lut_path} was measured on another device (imported from "
+                                f"the runner): --measure and --fill-missing would time on "
+                                f"this machine; export the missing blocks with 'fbnas lut "
+                                f"export-blocks' and run the runner on that device")
     settings = BuildSettings(backend=d.backend, threads=d.threads,  # type: ignore[arg-type]
                              rounds=table_.rounds,
                              method="context" if d.backend == "torch" else "isolated")

@@ -12,14 +12,18 @@ from fbnas.arch.errors import ArchDefError
 from fbnas.cli.export import export
 from fbnas.cli.info import info
 from fbnas.cli.lut import latency, lut
+from fbnas.cli.search import search
 from fbnas.cli.space import space
+from fbnas.cli.train import eval_command, train
 from fbnas.cli.zoo import ops, zoo
 from fbnas.cost.lut import LatencyTableError, MachineBusyError
+from fbnas.data import DatasetError
 from fbnas.export import ExportError
+from fbnas.train import RecipeError
 from fbnas.zoo.checkpoint import CheckpointError
 
-USER_ERRORS = (ArchDefError, CheckpointError, ExportError, FileNotFoundError,
-               LatencyTableError, MachineBusyError)
+USER_ERRORS = (ArchDefError, CheckpointError, DatasetError, ExportError, FileNotFoundError,
+               LatencyTableError, MachineBusyError, RecipeError)
 """Errors caused by the user's input: printed as one line, exit status 2, no traceback."""
 
 
@@ -38,7 +42,10 @@ cli.add_command(ops)
 cli.add_command(space)
 cli.add_command(lut)
 cli.add_command(latency)
+cli.add_command(search)
 cli.add_command(export)
+cli.add_command(train)
+cli.add_command(eval_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,7 +123,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def calibrate_batchnorm(model: nn.Module, input_shape: Sequence[int], steps: int = 2,
-                        seed: int = 0) -> nn.Module:
+                        seed: int = 0, zero_gamma_to_one: bool = True) -> nn.Module:
     """Sets every BatchNorm's running statistics to those of random inputs, in place.
 
     Why: a freshly built fbnas model in eval mode computes almost nothing (kaiming
@@ -139,6 +139,11 @@ def calibrate_batchnorm(model: nn.Module, input_shape: Sequence[int], steps: int
             more than one value per channel).
         steps: random batches averaged.
         seed: for the random inputs.
+        zero_gamma_to_one: set BN weights that are all zero to one first. Such weights
+            come from ``zero_last_bn_gamma`` (each residual block starts as the identity);
+            left at zero, those blocks' convs and SE take no part in an output comparison,
+            and their folded weights are all zero (the exporter even merges them: eff_l2's
+            file shrinks by a third).
 
     Returns:
         ``model``.
@@ -153,6 +158,9 @@ def calibrate_batchnorm(model: nn.Module, input_shape: Sequence[int], steps: int
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     for norm in norms:
+        if zero_gamma_to_one and norm.weight is not None and not norm.weight.any():
+            with torch.no_grad():
+                norm.weight.fill_(1.0)
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average: the mean over all steps
         norm.train()
@@ -226,6 +234,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
         del proto
         os.replace(_data_path(final), data)
         os.replace(final, path)
+        data.chmod(path.stat().st_mode & 0o777)  # onnx writes it owner-only
         return True
 
 
@@ -343,6 +352,9 @@ def to_onnx(
 
     # 2. Deploy form (folded branches and BN), exported and checked.
     prepared = fold_batchnorm(reparameterize_model(prepared))
+    # Without this the trace builds an autograd graph that keeps every activation alive:
+    # eff_l2 at 800x800 then needs over 24 GB instead of ~8.
+    prepared.requires_grad_(False)
     if external_data is None and (_model_bytes(prepared)
                                   > PROTOBUF_LIMIT_BYTES * EXTERNAL_DATA_MARGIN):
         external_data = True  # else None: the exporter still goes external beyond 2 GB

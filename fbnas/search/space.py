@@ -31,6 +31,10 @@ class Candidate:
     op: str
     kwargs: FrozenKwargs = field(default_factory=FrozenKwargs)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kwargs, FrozenKwargs):
+            object.__setattr__(self, "kwargs", FrozenKwargs(self.kwargs))
+
     def entry(self, out_channels: int, stride: int) -> list[Any]:
         """The arch-def block entry of this candidate."""
         block: list[Any] = [self.op, out_channels, stride, 1]

@@ -37,6 +37,16 @@ FAMILY_SAMPLES = ["fbnet_a", "FBNetV2_F1", "FBNetV3_A", "mnv3_small", "eff_0", "
                   "RegNetY_200M", "ResNet18", "MobileOne-S0-Train"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads stall whenever
+    another process holds a core (the tests then run 5x slower); the results are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def calibrated(source: str | dict, resolution: int = RESOLUTION,
                num_classes: int = 1000) -> nn.Module:
     """An untrained model with BN statistics of random inputs, in eval mode."""
@@ -214,6 +224,20 @@ def test_calibration_gives_input_dependent_outputs_and_restores_the_model() -> N
         calibrate_batchnorm(model, (1, 3, RESOLUTION, RESOLUTION))
 
 
+def zero_gammas(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) and not m.weight.any() for m in model.modules())
+
+
+def test_calibration_revives_zero_initialised_bn_weights() -> None:
+    # mnv3_small zero-initialises the last BN of its residual blocks; left at zero those
+    # blocks' convs would not take part in any output comparison.
+    model = fbnas.build_model("mnv3_small")
+    assert zero_gammas(model) == 6
+    kept = calibrate_batchnorm(copy.deepcopy(model), (2, 3, 32, 32), zero_gamma_to_one=False)
+    assert zero_gammas(kept) == 6
+    assert zero_gammas(calibrate_batchnorm(model, (2, 3, 32, 32))) == 0
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -275,7 +299,7 @@ def test_missing_checkpoint_file(tmp_path: Path) -> None:
 
 def fbnas_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fbnas", *args], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})
 
 
 def test_cli_exports_a_zoo_name(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from fbnas.arch.errors import ArchDefError
 from fbnas.cost.lut import atomic_write_text
 from fbnas.search.dnas.loss import CostLoss, LossForm
 from fbnas.search.dnas.supernet import CostKind, Mode, Supernet, layer_costs
-from fbnas.search.space import get_space
+from fbnas.search.space import SearchSpace, get_space
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +113,19 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG state as plain data and tensors, loadable with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
             "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -133,7 +144,7 @@ def _split(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
 
 
 def run_search(
-    space_name: str,
+    space_name: str | SearchSpace,
     data_spec: str,
     config: DNASConfig,
     out_dir: str | os.PathLike,
@@ -182,18 +193,16 @@ def run_search(
     start_epoch = 0
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["supernet"])
         w_opt.load_state_dict(state["w_opt"])
         w_sched.load_state_dict(state["w_sched"])
         theta_opt.load_state_dict(state["theta_opt"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
+        _set_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
         history = state["history"]
     (out / "search_config.json").write_text(json.dumps(
-        {"space": space.name, "data": data_spec, **asdict(config)}, indent=1))
+        {"space": space.name, "data": data_spec, **asdict(config)}, indent=1, default=str))
 
     def loader(indices: list[int], epoch: int, salt: int) -> DataLoader:
         gen = torch.Generator().manual_seed(config.seed * 1000 + epoch * 10 + salt)

@@ -1,0 +1,136 @@
+"""``fbnas search dnas``: FBNetV1 differentiable architecture search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fbnas.cli.format import human, table
+from fbnas.cost.latency import DeviceInfo
+from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, calibrate, measure_table
+from fbnas.search import get_space
+
+
+@click.group()
+def search() -> None:
+    """Architecture search."""
+
+
+def _progress():
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="batch", dynamic_ncols=True, mininterval=0.5)
+
+    def update(phase: str, done: int, total: int, info: dict) -> None:
+        if bar.total != total or done == 1:
+            bar.reset(total=total)
+        bar.set_description(f"epoch {info['epoch']}/{info['epochs']} {phase}", refresh=False)
+        bar.set_postfix_str(f"tau {info['tau']:.2f}", refresh=False)
+        bar.update(done - bar.n)
+
+    return bar, update
+
+
+def ensure_table(space_name: str, lut_path: Path | None, out: Path, resolution: int | None,
+                 threads: int) -> LatencyTable:
+    """The given table, or one measured now over the space's candidates (saved in the run)."""
+    if lut_path is not None:
+        return LatencyTable.load(lut_path)
+    path = out / "lut.json"
+    space = get_space(space_name)
+    device = DeviceInfo.current("torch", threads)
+    table_ = LatencyTable.load(path, expect=device) if path.exists() else LatencyTable(device)
+    nets = [arch_items(a, resolution, name=f"cand{j}")
+            for j, a in enumerate(space.all_candidate_archs())]
+    if not table_.missing(k for n in nets for k in n.keys) and table_.calibration:
+        return table_
+    click.echo(f"measuring a latency table for {space.name} on this machine -> {path}",
+               err=True)
+    settings = BuildSettings(threads=threads)
+    measure_table(table_, nets, settings, path)
+    import random
+
+    rng = random.Random(0)
+    table_.calibration = calibrate(table_, [arch_items(space.arch_def(space.sample(rng)),
+                                                       resolution, name=f"sample{i}")
+                                            for i in range(5)], settings)
+    table_.save(path)
+    return table_
+
+
+@search.command("dnas")
+@click.option("--space", "space_name", required=True, help="Search space (fbnas space list).")
+@click.option("--data", "data_spec", required=True, help="Dataset spec, e.g. digits.")
+@click.option("--lut", "lut_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Latency table (default: measured now into RUN/lut.json).")
+@click.option("--cost", type=click.Choice(["latency", "macs", "params"]), default="latency",
+              show_default=True)
+@click.option("--target-ms", type=float, help="Pull the expected latency to this target.")
+@click.option("--target-macs", type=float, help="Pull the expected MACs to this target.")
+@click.option("--mode", type=click.Choice(["soft", "single-path"]), default="soft",
+              show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=90, show_default=True)
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--loss", "loss_form", type=click.Choice(["mul", "log", "add"]), default="mul",
+              show_default=True)
+@click.option("--alpha", type=float, default=0.2, show_default=True)
+@click.option("--beta", type=float, default=0.6, show_default=True)
+@click.option("--tau-final", type=float,
+              help="Anneal tau to this by the last epoch (default: x0.956 per epoch).")
+@click.option("--alternate", type=click.Choice(["epoch", "step"]), default="epoch",
+              show_default=True)
+@click.option("--resolution", "-r", type=click.IntRange(min=8))
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads for latency measurement.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue RUN/last.pt.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def search_dnas(space_name: str, data_spec: str, lut_path: Path | None, cost: str,
+                target_ms: float | None, target_macs: float | None, mode: str, epochs: int,
+                warmup_epochs: int, batch_size: int, loss_form: str, alpha: float, beta: float,
+                tau_final: float | None, alternate: str, resolution: int | None, threads: int,
+                seed: int, resume: bool, out: Path) -> None:
+    """Searches a space with FBNetV1's Gumbel-softmax supernet and a cost-aware loss.
+
+    Writes RUN/metrics.jsonl (per epoch: losses, accuracy, tau, theta entropy, expected
+    cost), RUN/theta.json, RUN/last.pt, and the derived RUN/arch.json plus architectures
+    sampled from the final distribution under RUN/samples/ — arch files every other
+    command accepts (fbnas train RUN/arch.json ...).
+    """
+    from fbnas.search.dnas.search import DNASConfig, run_search
+
+    if target_ms is not None and target_macs is not None:
+        raise click.UsageError("give at most one of --target-ms and --target-macs")
+    if target_ms is not None and cost != "latency":
+        raise click.UsageError("--target-ms needs --cost latency")
+    if target_macs is not None:
+        cost = "macs"
+    target = target_ms if target_ms is not None else target_macs
+    config = DNASConfig(epochs=epochs, warmup_epochs=warmup_epochs, mode=mode,  # type: ignore
+                        batch_size=batch_size, loss_form=loss_form, alpha=alpha,  # type: ignore
+                        beta=beta, target=target, tau_final=tau_final,
+                        alternate=alternate, cost=cost, resolution=resolution,  # type: ignore
+                        seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    table_ = ensure_table(space_name, lut_path, out, resolution, threads) if cost == \
+        "latency" else None
+    bar, update = _progress()
+    try:
+        result = run_search(space_name, data_spec, config, out, table_, resume, update)
+    finally:
+        bar.close()
+    last = result.history[-1]
+    unit = "ms" if cost == "latency" else cost
+    click.echo(f"searched {epochs} epochs: val top-1 of the argmax path {last['val_top1']:.1%}, "
+               f"theta entropy {last['entropy']:.2f}, expected cost "
+               f"{human(last['expected_cost'])} {unit}")
+    rows = [[i, name] for i, name in enumerate(result.choice_names)]
+    click.echo(table(["layer", "derived block"], rows, align_right=[True, False]))
+    record = json.loads((out / "arch.json").read_text())
+    extra = f", predicted {record['predicted_ms']:.2f} ms" if "predicted_ms" in record else ""
+    click.echo(f"\n{out / 'arch.json'}: {human(record['params'])} params, "
+               f"{human(record['macs'])} MACs{extra}; {len(result.samples)} sampled "
+               f"architectures in {out / 'samples'}/")

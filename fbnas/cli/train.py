@@ -1,0 +1,309 @@
+"""``fbnas train`` and ``fbnas eval``: the training pipeline from the command line.
+
+The library (``fbnas.train``) never prints; this module turns its listener events into a
+progress bar and one summary line per epoch, on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from fbnas.data import open_datasets
+from fbnas.export.checkpoint import is_checkpoint_path
+from fbnas.train import checkpoint as ckpt
+from fbnas.train.config import RecipeError, TrainConfig, load_recipe
+from fbnas.train.distributed import (
+    init_distributed,
+    launched_by_torchrun,
+    shutdown_distributed,
+    torchrun_command,
+)
+from fbnas.train.regularize import load_init_weights, read_init_weights
+from fbnas.train.trainer import (
+    StepInfo,
+    Trainer,
+    TrainListener,
+    evaluate,
+    resolve_device,
+)
+from fbnas.zoo.checkpoint import CheckpointError
+from fbnas.zoo.model import FBNet, build_model
+
+
+class ConsoleProgress(TrainListener):
+    """A tqdm bar per epoch (loss, lr, images/s) and a summary line per epoch, on stderr."""
+
+    def __init__(self, bar: bool) -> None:
+        self.bar_enabled = bar
+        self.bar: Any = None
+        self.start = 0.0
+        self.images = 0
+        self.last_refresh = 0.0
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int, batches: int) -> None:
+        self.start, self.images = time.perf_counter(), 0
+        if self.bar_enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=batches, desc=f"epoch {epoch}/{trainer.config.epochs}",
+                            unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
+        self.images += info.images
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now - self.last_refresh > 0.5 or info.batch == info.batches:
+            self.last_refresh = now
+            rate = self.images / max(now - self.start, 1e-9)
+            self.bar.set_postfix(loss=f"{float(info.loss):.3f}", lr=f"{info.lr:.2e}",
+                                 img_s=f"{rate:.0f}", refresh=False)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        ema = (f"  ema top1 {metrics['val_ema_top1']:.2f}" if "val_ema_top1" in metrics else "")
+        rate = metrics["train_images_per_s"] or 0.0
+        click.echo(f"epoch {metrics['epoch']}/{trainer.config.epochs}  train loss "
+                   f"{metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  top1 "
+                   f"{metrics['val_top1']:.2f}  top5 {metrics['val_top5']:.2f}{ema}  lr "
+                   f"{metrics['lr']:.2e}  {rate:.0f} img/s", err=True)
+
+
+def _forwarded_args(ctx: click.Context) -> list[str]:
+    """This command's arguments as given, minus ``--nproc``, to re-run under torchrun."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)  # type: ignore[arg-type]
+        source = ctx.get_parameter_source(param.name)  # type: ignore[arg-type]
+        if param.name == "nproc" or source is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+            continue
+        assert isinstance(param, click.Option)
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            if param.secondary_opts and not value:
+                args.append(max(param.secondary_opts, key=len))
+            elif value:
+                args.append(flag)
+        elif param.multiple:
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _resolve_recipe(config: str | None, overrides: tuple[str, ...],
+                    flags: dict[str, Any]) -> TrainConfig:
+    recipe = load_recipe(config).with_overrides(overrides)
+    changes = {k: v for k, v in flags.items() if v is not None}
+    return recipe.replace(**changes) if changes else recipe
+
+
+def _build(arch: Any, num_classes: int, width_ratio: float) -> FBNet:
+    return build_model(arch, num_classes=num_classes, width_ratio=width_ratio)
+
+
+@click.command()
+@click.argument("arch", metavar="ARCH|FILE", required=False)
+@click.option("--data", "-d", "data_spec", help="Dataset spec: digits, cifar10:PATH, "
+              "cifar100:PATH, imagefolder:PATH, optionally ?classes=N&per_class=M.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: config.yaml, metrics.jsonl, tensorboard/, last.pt, best.pt.")
+@click.option("--config", "-c", "config", help="Recipe YAML file or built-in recipe name.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (repeatable), e.g. --set ema_decay=0.999.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Recipe 'epochs'.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Recipe 'batch_size' (global).")
+@click.option("--lr", type=float, help="Recipe 'lr' (for the global batch).")
+@click.option("--seed", type=click.IntRange(min=0), help="Recipe 'seed'.")
+@click.option("--resolution", type=click.IntRange(min=8), help="Recipe 'resolution'.")
+@click.option("--workers", type=click.IntRange(min=0), help="Recipe 'workers'.")
+@click.option("--width-ratio", type=float, default=1.0, show_default=True,
+              help="Scale every block's width.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads per process (torch.set_num_threads).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (or last.prev.pt).")
+@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start from these weights (fbnas or mobile-vision checkpoint).")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Run N data-parallel processes on this machine (via torchrun).")
+@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
+@click.pass_context
+def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path,
+          config: str | None, overrides: tuple[str, ...], epochs: int | None,
+          batch_size: int | None, lr: float | None, seed: int | None,
+          resolution: int | None, workers: int | None, width_ratio: float, device: str,
+          threads: int | None, resume: bool, init_from: Path | None, nproc: int | None,
+          tensorboard: bool, progress: bool | None) -> None:
+    """Trains ARCH (a zoo name or arch-def file) on --data with a recipe.
+
+    The recipe is --config (a YAML file or a built-in name), then --set KEY=VALUE
+    overrides, then --epochs/--batch-size/--lr/--seed/--resolution/--workers. The
+    resolved recipe is saved as OUT/config.yaml. With --resume, ARCH, --data and the
+    recipe come from the checkpoint; any given must agree with it.
+
+    Multi-process: --nproc N runs N processes here (gloo on CPU, nccl on GPU). Several
+    machines: run on each `torchrun --nnodes M --node-rank K --nproc-per-node N
+    --rdzv-backend c10d --rdzv-endpoint HOST:PORT -m fbnas train ...`.
+    """
+    if nproc is not None and nproc > 1:
+        if launched_by_torchrun():
+            raise click.UsageError("--nproc inside a torchrun job: drop one of the two")
+        command = torchrun_command(nproc, ["train", *_forwarded_args(ctx)])
+        env = dict(os.environ)
+        if threads is None and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        ctx.exit(subprocess.call(command, env=env))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+             "resolution": resolution, "workers": workers}
+    saved: dict[str, Any] | None = None
+    if resume:
+        path, saved, problems = ckpt.find_resumable(out)
+        for problem in problems:
+            click.echo(f"warning: skipping unreadable checkpoint: {problem}", err=True)
+        recipe = TrainConfig.from_dict(saved["config"], f"{path} config")
+        if config is not None or overrides or any(v is not None for v in flags.values()):
+            asked = _resolve_recipe(config, overrides, flags) if config is not None else \
+                recipe.with_overrides(overrides).replace(
+                    **{k: v for k, v in flags.items() if v is not None})
+            changed = recipe.diff(asked)
+            if changed:
+                listing = ", ".join(f"{k} {a!r} (saved) vs {b!r}" for k, (a, b) in
+                                    changed.items())
+                raise click.UsageError(f"--resume continues the saved recipe; these differ: "
+                                       f"{listing}")
+        run_info = dict(saved.get("run_info", {}))
+        data_spec = data_spec or saved["data"]
+        if data_spec != saved["data"]:
+            raise click.UsageError(f"--resume: --data {data_spec!r} differs from the "
+                                   f"checkpoint's {saved['data']!r}")
+        if arch is not None and arch != run_info.get("arch", arch):
+            raise click.UsageError(f"--resume: ARCH {arch!r} differs from the checkpoint's "
+                                   f"{run_info.get('arch')!r}")
+        arch_source: Any = dict(saved["arch_def"])
+        width_ratio = float(saved.get("width_ratio", width_ratio))
+    else:
+        if arch is None or data_spec is None:
+            raise click.UsageError("ARCH and --data are required (unless --resume)")
+        if (out / ckpt.LAST).exists():
+            raise click.UsageError(f"{out} already holds a run ({ckpt.LAST}); pass --resume "
+                                   f"to continue it or choose another --out")
+        recipe = _resolve_recipe(config, overrides, flags)
+        arch_source = arch
+        run_info = {"arch": arch}
+
+    context = init_distributed(resolve_device(device, _single()).type)
+    try:
+        data = open_datasets(data_spec, recipe.resolution, recipe.augment)
+        torch.manual_seed(recipe.seed)  # the same initial weights on every rank
+        model = _build(arch_source, data.num_classes, width_ratio)
+        if init_from is not None and not resume:
+            note = load_init_weights(model, read_init_weights(init_from))
+            run_info["init_from"] = str(init_from)
+            if context.is_main:
+                click.echo(f"{init_from}: {note}", err=True)
+        show_bar = (sys.stderr.isatty() if progress is None else progress) and context.is_main
+        listeners = [ConsoleProgress(show_bar)] if context.is_main else []
+        trainer = Trainer(model, recipe, data, out_dir=out, device=device, context=context,
+                          listeners=listeners, run_info=run_info, tensorboard=tensorboard)
+        if context.is_main:
+            click.echo(f"{model.name}: {sum(p.numel() for p in model.parameters()):,} params, "
+                       f"{data.num_classes} classes at {data.resolution}x{data.resolution}, "
+                       f"{len(data.train)} train / {len(data.val)} val images, "
+                       f"{context.world_size} process(es) on {trainer.device}", err=True)
+        if resume:
+            used = trainer.resume()
+            if context.is_main:
+                click.echo(f"resumed from {used} after epoch {trainer.epoch} "
+                           f"(step {trainer.step})", err=True)
+        history = trainer.fit()
+    finally:
+        shutdown_distributed()
+    if context.is_main and history:
+        best = trainer.best_top1
+        click.echo(f"done: best val top-1 {best:.2f} % (epoch {trainer.best_epoch}); "
+                   f"{out / ckpt.LAST}, {out / ckpt.BEST}")
+
+
+def _single() -> Any:
+    from fbnas.train.distributed import DistContext
+
+    return DistContext()
+
+
+@click.command(name="eval")
+@click.argument("arch", metavar="[ARCH|FILE]", required=False)
+@click.option("--ckpt", "checkpoint", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint: an fbnas run's last.pt/best.pt, or mobile-vision weights.")
+@click.option("--data", "-d", "data_spec", required=True, help="Dataset spec (its val split).")
+@click.option("--resolution", type=click.IntRange(min=8),
+              help="Input size (default: the checkpoint's, else the dataset's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution: int | None,
+                 batch_size: int, workers: int, device: str, as_json: bool) -> None:
+    """Evaluates a checkpoint on the validation split of --data: loss, top-1, top-5.
+
+    ARCH may be left out when the checkpoint holds its arch def (fbnas checkpoints do);
+    the EMA weights are evaluated too when present.
+    """
+    state = ckpt.read_checkpoint(checkpoint)
+    if arch is None and "arch_def" not in state:
+        raise click.UsageError(f"{checkpoint} holds no arch def: name the ARCH")
+    resolution = resolution or state.get("resolution")
+    data = open_datasets(data_spec, resolution, None)
+    source: Any = arch if arch is not None else dict(state["arch_def"])
+    width = float(state.get("width_ratio", 1.0))
+    weights = {k: state[k] for k in ("model", "model_ema") if isinstance(state.get(k), dict)}
+    if not weights:
+        weights = {"model": state}
+    torch_device = resolve_device(device, _single())
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "data": str(data.spec),
+                               "resolution": data.resolution}
+    loader = torch.utils.data.DataLoader(data.val, batch_size=batch_size, num_workers=workers)
+    for key, weight in weights.items():
+        model = _build(source, data.num_classes, width)
+        try:
+            from fbnas.zoo.checkpoint import load_mobile_cv_state_dict
+
+            load_mobile_cv_state_dict(model, weight)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{checkpoint} ({key!r}) on {data.num_classes}-class "
+                                  f"{data.spec}: {exc}") from None
+        result = evaluate(model.to(torch_device), loader, torch_device)
+        results[key] = {"loss": result.loss, "top1": result.top1, "top5": result.top5,
+                        "images": result.count}
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for key in weights:
+        r = results[key]
+        click.echo(f"{key}: top-1 {r['top1']:.2f} %  top-5 {r['top5']:.2f} %  loss "
+                   f"{r['loss']:.4f}  ({r['images']} images, {data.spec} at "
+                   f"{data.resolution}x{data.resolution})")
+
+
+__all__ = ["RecipeError", "eval_command", "is_checkpoint_path", "train"]
