@@ -23,7 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="fbnet_v1")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--method", choices=["context", "isolated"], default="context")
+    parser.add_argument("--method", choices=["context", "isolated"], default="isolated")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

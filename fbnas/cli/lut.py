@@ -72,8 +72,7 @@ def lut() -> None:
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Interleaved measurement rounds; each entry keeps its lowest median.")
 @click.option("--method", type=click.Choice(["context", "isolated"]), default=None,
-              help="Time blocks inside whole networks (torch default) or alone "
-                   "(onnxruntime default).")
+              help="Time blocks alone (default) or inside whole networks (torch only).")
 @click.option("--calibrate-on", type=click.IntRange(min=0), default=5, show_default=True,
               help="Networks measured end to end to fit the table's scale (0: none).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
@@ -87,7 +86,7 @@ def lut_build(space_name: str | None, archs: tuple[str, ...], backend: str,
     """
     if bool(space_name) == bool(archs):
         raise click.UsageError("give either --space or --arch (one or more)")
-    method = method or ("context" if backend == "torch" else "isolated")
+    method = method or "isolated"
     settings = BuildSettings(backend=backend, threads=threads, rounds=rounds, method=method)
     device = DeviceInfo.current(backend, threads)
     table_ = _open_table(out, device, rounds)
@@ -221,7 +220,7 @@ def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_m
                                 f"export-blocks' and run the runner on that device")
     settings = BuildSettings(backend=d.backend, threads=d.threads,  # type: ignore[arg-type]
                              rounds=table_.rounds,
-                             method="context" if d.backend == "torch" else "isolated")
+                             method="isolated")
     records = []
     for source in archs:
         items: ArchItems = arch_items(source, resolution, batch=table_.batch)

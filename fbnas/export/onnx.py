@@ -254,7 +254,7 @@ def _compare(got: np.ndarray, expected: np.ndarray, atol: float, rtol: float,
     The allowance is ``atol + rtol * max|expected|``, the same for every element: float32
     rounding in a deep network grows with the size of its activations, not with each
     output's own value, so a logit near zero carries the error of its large neighbours
-    (an element-wise ``rtol`` fails MobileOne, whose logits reach hundreds, on them).
+    (an element-wise ``rtol`` rejected a correct MobileOne-S0-Train export on those).
     """
     if got.shape != expected.shape:
         raise ExportError(f"{what}: ONNX Runtime output shape {got.shape} != PyTorch "
