@@ -34,6 +34,7 @@ from fbnas.cost.lut import atomic_write_text
 from fbnas.search.dnas.loss import CostLoss, LossForm
 from fbnas.search.dnas.supernet import CostKind, Mode, Supernet, layer_costs
 from fbnas.search.space import SearchSpace, get_space
+from fbnas.train.checkpoint import atomic_save, capture_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -112,31 +113,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    """Every RNG state as plain data and tensors, loadable with ``weights_only=True``."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(),
-            "numpy": [name, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
-            "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _split(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     cut = int(round(n * share))
@@ -198,7 +174,7 @@ def run_search(
         w_opt.load_state_dict(state["w_opt"])
         w_sched.load_state_dict(state["w_sched"])
         theta_opt.load_state_dict(state["theta_opt"])
-        _set_rng_state(state["rng"])
+        restore_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
         history = state["history"]
     (out / "search_config.json").write_text(json.dumps(
@@ -244,11 +220,11 @@ def run_search(
              "probabilities": net.probabilities().detach().tolist(),
              "candidates": [[c.name for c in layer.candidates] for layer in space.layers]},
             indent=1))
-        _save_checkpoint(ckpt_path, {
+        atomic_save({
             "supernet": net.state_dict(), "w_opt": w_opt.state_dict(),
             "w_sched": w_sched.state_dict(), "theta_opt": theta_opt.state_dict(),
-            "rng": _rng_state(), "epoch": epoch, "history": history,
-        })
+            "rng": capture_rng_state(), "epoch": epoch, "history": history,
+        }, ckpt_path)
     return _derive(net, space, costs, config, out, history, table)
 
 
