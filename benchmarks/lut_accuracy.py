@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo, measure, reference_ms
 from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, calibrate, measure_table
 from fbnas.search import get_space
@@ -63,9 +64,7 @@ def main() -> int:
     samples = [arch_items(space.arch_def(space.sample(rng)), name=f"sample{i}")
                for i in range(args.samples)]
     zoo = [arch_items(name, space.input_size) for name in ZOO]
-    cal_rng = random.Random(args.seed + 1000)
-    calib = [arch_items(space.arch_def(space.sample(cal_rng)), name=f"calib{i}")
-             for i in range(5)]
+    calib = space_networks(space, None, 1, 5)[1]  # what `fbnas lut build --space` uses
     candidates = [arch_items(a, name=f"cand{j}") for j, a in
                   enumerate(space.all_candidate_archs())]
     methods = ["context", "isolated"] if args.method == "both" else [args.method]
@@ -122,13 +121,16 @@ def main() -> int:
     for m_idx, method in enumerate(methods):
         table = tables[method]
         sums = np.array([table.predict(n).sum_ms for n in nets])
+        offset = table.calibration.offset_ms
         for c_idx, (label, pred) in enumerate((("sum of entries", sums),
-                                               (f"x {table.scale:.3f} (calibrated)",
-                                                sums * table.scale))):
+                                               (f"x {table.scale:.3f} + {offset:.2f} ms "
+                                                f"(calibrated)",
+                                                sums * table.scale + offset))):
             stats = {"all": metrics(pred, meas), "space": metrics(pred[~is_zoo], meas[~is_zoo]),
                      "zoo": metrics(pred[is_zoo], meas[is_zoo])}
             key = "before" if c_idx == 0 else "after"
-            results["methods"].setdefault(method, {"scale": table.scale})[key] = stats
+            results["methods"].setdefault(method, {"scale": table.scale,
+                                                   "offset_ms": offset})[key] = stats
             ax = axes[0][2 * m_idx + c_idx]
             ax.scatter(meas[~is_zoo], pred[~is_zoo], s=14, label=f"{args.space} samples")
             ax.scatter(meas[is_zoo], pred[is_zoo], s=24, marker="s", label="zoo models")
@@ -160,7 +162,8 @@ def main() -> int:
     for method, res in results["methods"].items():
         for key in ("before", "after"):
             a, s, z = res[key]["all"], res[key]["space"], res[key]["zoo"]
-            print(f"{method:9s} {key:6s} (scale {res['scale'] if key == 'after' else 1:.3f}): "
+            print(f"{method:9s} {key:6s} (scale {res['scale'] if key == 'after' else 1:.3f}, "
+                  f"offset {res['offset_ms'] if key == 'after' else 0:.2f} ms): "
                   f"within ±10 % {a['within_10pct']:.0%} (space {s['within_10pct']:.0%}, zoo "
                   f"{z['within_10pct']:.0%}), Spearman {a['spearman']:.3f}, MAPE "
                   f"{a['mape']:.1%}, mean error {a['mean_error']:+.1%}")

@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from fbnas.cli.format import human, table
+from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo
-from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, calibrate, measure_table
+from fbnas.cost.lut import BuildSettings, LatencyTable, calibrate, measure_table
 from fbnas.search import get_space
 
 
@@ -42,20 +43,14 @@ def ensure_table(space_name: str, lut_path: Path | None, out: Path, resolution: 
     space = get_space(space_name)
     device = DeviceInfo.current("torch", threads)
     table_ = LatencyTable.load(path, expect=device) if path.exists() else LatencyTable(device)
-    nets = [arch_items(a, resolution, name=f"cand{j}")
-            for j, a in enumerate(space.all_candidate_archs())]
+    nets, calibration = space_networks(space, resolution, 1, 5)
     if not table_.missing(k for n in nets for k in n.keys) and table_.calibration:
         return table_
     click.echo(f"measuring a latency table for {space.name} on this machine -> {path}",
                err=True)
     settings = BuildSettings(threads=threads)
     measure_table(table_, nets, settings, path)
-    import random
-
-    rng = random.Random(0)
-    table_.calibration = calibrate(table_, [arch_items(space.arch_def(space.sample(rng)),
-                                                       resolution, name=f"sample{i}")
-                                            for i in range(5)], settings)
+    table_.calibration = calibrate(table_, calibration, settings)
     table_.save(path)
     return table_
 

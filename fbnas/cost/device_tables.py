@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from fbnas import __version__
+from fbnas.arch.unify import unify_arch_def
 from fbnas.blocks.mobileone import reparameterize_model
 from fbnas.cost import runner
 from fbnas.cost.latency import DeviceInfo
@@ -222,13 +223,21 @@ def space_networks(space: SearchSpace, resolution: int | None, batch: int,
     """(networks covering every candidate block, ``calibrate_on`` sampled networks).
 
     The same choice as ``fbnas lut build --space``: the Latin-square candidate networks,
-    and random samples (seed 0) for calibration.
+    and for calibration ``calibrate_on`` networks spread over the space's cost range (out
+    of 200 random samples, seed 0, the ones at evenly spaced MAC quantiles): the fit has an
+    offset as well as a scale, which needs small and large networks to be well posed.
     """
+    from fbnas.cost.analytic import spec_cost
+
     networks = [arch_items(a, resolution, batch=batch, name=f"{space.name}_cand{j}")
                 for j, a in enumerate(space.all_candidate_archs())]
     rng = random.Random(0)
-    samples = [arch_items(space.arch_def(space.sample(rng)), resolution, batch=batch,
-                          name=f"{space.name}_sample{i}") for i in range(calibrate_on)]
+    pool = [space.arch_def(space.sample(rng)) for _ in range(200)]
+    pool.sort(key=lambda a: spec_cost(unify_arch_def(a), resolution or space.input_size).macs)
+    picks = ([round(i * (len(pool) - 1) / max(1, calibrate_on - 1)) for i in range(calibrate_on)]
+             if calibrate_on > 1 else [len(pool) // 2] * calibrate_on)
+    samples = [arch_items(pool[j], resolution, batch=batch, name=f"{space.name}_sample{i}")
+               for i, j in enumerate(picks)]
     return networks, samples
 
 

@@ -173,13 +173,16 @@ class LatencyEntry:
 
 @dataclass(frozen=True)
 class Calibration:
-    """``predicted = scale * sum(entries)``, fitted on networks measured end to end."""
+    """``predicted = scale * sum(entries) + offset_ms``, fitted on networks measured end to
+    end (the offset is the per-network overhead: framework calls between blocks)."""
 
     scale: float
     networks: tuple[dict, ...] = ()
+    offset_ms: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"scale": self.scale, "networks": list(self.networks)}
+        return {"scale": self.scale, "offset_ms": self.offset_ms,
+                "networks": list(self.networks)}
 
 
 @dataclass(frozen=True)
@@ -191,10 +194,11 @@ class Prediction:
     block_ms: tuple[tuple[str, float], ...]
     sum_ms: float
     scale: float
+    offset_ms: float = 0.0
 
     @property
     def predicted_ms(self) -> float:
-        return self.sum_ms * self.scale
+        return self.sum_ms * self.scale + self.offset_ms
 
 
 class LatencyTable:
@@ -251,7 +255,8 @@ class LatencyTable:
         per_block = tuple((item.label.split(":", 1)[1], self.entries[item.key].ms)
                           for item in items.items)
         return Prediction(items.name, items.resolution, per_block,
-                          sum(ms for _, ms in per_block), self.scale)
+                          sum(ms for _, ms in per_block), self.scale,
+                          self.calibration.offset_ms if self.calibration else 0.0)
 
     # ------------------------------------------------------------------ files
 
@@ -312,7 +317,8 @@ class LatencyTable:
                                             float(raw.get("spread", 0.0)),
                                             bool(raw.get("busy", False)))
             cal = data.get("calibration")
-            calibration = (Calibration(float(cal["scale"]), tuple(cal.get("networks", ())))
+            calibration = (Calibration(float(cal["scale"]), tuple(cal.get("networks", ())),
+                                       float(cal.get("offset_ms", 0.0)))
                            if cal else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencyTableError(f"{source} is malformed: {exc}") from None
@@ -557,5 +563,26 @@ def calibrate(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSe
         sum_ms = table.predict(arch).sum_ms
         networks.append({"name": arch.name, "resolution": arch.resolution, "sum_ms": sum_ms,
                          "measured_ms": min(times), "ratio": min(times) / sum_ms})
-    scale = statistics.median(n["ratio"] for n in networks)
-    return Calibration(scale, tuple(networks))
+    return fit_calibration(networks)
+
+
+def fit_calibration(networks: Sequence[dict]) -> Calibration:
+    """``measured = scale * sum + offset`` by least squares, or a plain median ratio.
+
+    Measured here, the ratio measured / sum falls with network size (a fixed per-network
+    overhead), so a scale alone fitted on small networks over-predicts large ones. The
+    affine fit is used when the networks span at least a 1.3x range of sums and it yields
+    a positive scale and a non-negative offset; otherwise the median ratio.
+    """
+    sums = [n["sum_ms"] for n in networks]
+    measured = [n["measured_ms"] for n in networks]
+    ratio_scale = statistics.median(m / s for m, s in zip(measured, sums, strict=True))
+    if len(networks) >= 3 and max(sums) >= 1.3 * min(sums):
+        mean_s, mean_m = statistics.fmean(sums), statistics.fmean(measured)
+        var = sum((s - mean_s) ** 2 for s in sums)
+        scale = sum((s - mean_s) * (m - mean_m) for s, m in zip(sums, measured,
+                                                                 strict=True)) / var
+        offset = mean_m - scale * mean_s
+        if scale > 0 and offset >= 0:
+            return Calibration(scale, tuple(networks), offset)
+    return Calibration(ratio_scale, tuple(networks))
