@@ -23,7 +23,6 @@ import math
 import os
 import random
 import statistics
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from fbnas.arch.spec import ArchSpec, FrozenKwargs, thaw
 from fbnas.blocks import BLOCKS
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_ms
+from fbnas.io import atomic_write
 from fbnas.zoo.model import ArchSource, ClsConvHead, build_model, resolve_arch
 
 logger = logging.getLogger(__name__)
@@ -338,19 +338,8 @@ class LatencyTable:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temp file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``text`` (UTF-8) to ``path`` atomically (see :func:`fbnas.io.atomic_write`)."""
+    atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))
 
 
 # --------------------------------------------------------------------------- building

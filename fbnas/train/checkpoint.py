@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fbnas.io import atomic_write, fsync_dir
 from fbnas.zoo.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -47,34 +48,8 @@ BEST = "best.pt"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save``-s ``obj`` to ``path`` via a temp file, flush, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Makes a rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save``-s ``obj`` to ``path`` atomically (see :func:`fbnas.io.atomic_write`)."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_rotating(obj: Any, folder: Path) -> Path:
@@ -91,7 +66,7 @@ def save_rotating(obj: Any, folder: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return target
 
 
