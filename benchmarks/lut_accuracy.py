@@ -17,14 +17,13 @@ import json
 import random
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo, measure, reference_ms
-from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, calibrate, measure_table
+from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, measure_table
 from fbnas.search import get_space
 
 ZOO = ["fbnet_a", "fbnet_b", "fbnet_c", "FBNetV2_F1", "FBNetV2_F4", "FBNetV3_A", "mnv2",
@@ -79,12 +78,12 @@ def main() -> int:
                                  rounds=args.rounds)
         table = LatencyTable(DeviceInfo.current(args.backend, args.threads))
         t0 = time.perf_counter()
-        measure_table(table, candidates + zoo, settings)
-        t1 = time.perf_counter()
-        table.calibration = calibrate(table, calib, replace(settings))
-        log(f"{method}: {len(table)} entries in {t1 - t0:.1f} s, calibration "
-            f"{time.perf_counter() - t1:.1f} s, scale {table.scale:.3f}")
+        measure_table(table, candidates + zoo, settings, calibration=calib)
+        log(f"{method}: {len(table)} entries + {len(calib)} calibration networks in "
+            f"{time.perf_counter() - t0:.1f} s, scale {table.scale:.3f}, offset "
+            f"{table.calibration.offset_ms:.2f} ms")
         tables[method] = table
+        table.save(args.out_dir / f"lut_{method}.json")
 
     nets = samples + zoo
     models = [n.build() for n in nets]
@@ -155,6 +154,11 @@ def main() -> int:
     fig.tight_layout()
     png = args.out_dir / "lut_accuracy.png"
     fig.savefig(png, dpi=110)
+    results["networks"] = [
+        {"name": n.name, "resolution": n.resolution, "measured_ms": float(meas[i]),
+         "rounds_ms": measured[i],
+         "sum_ms": {m: tables[m].predict(n).sum_ms for m in methods}}
+        for i, n in enumerate(nets)]
     (args.out_dir / "lut_accuracy.json").write_text(json.dumps(results, indent=1))
 
     print(f"{len(nets)} networks ({args.samples} {args.space} samples + {len(ZOO)} zoo), "

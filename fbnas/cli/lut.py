@@ -26,7 +26,6 @@ from fbnas.cost.lut import (
     LatencyTable,
     LatencyTableError,
     arch_items,
-    calibrate,
     measure_table,
 )
 from fbnas.search import get_space
@@ -74,11 +73,15 @@ def lut() -> None:
 @click.option("--method", type=click.Choice(["context", "isolated"]), default=None,
               help="Time blocks alone (default) or inside whole networks (torch only).")
 @click.option("--calibrate-on", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Networks measured end to end to fit the table's scale (0: none).")
+              help="Networks timed end to end among the blocks to fit the table's scale "
+                   "and offset (0: none).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Classifier outputs (the head is part of every network's latency; use "
+                   "your dataset's, e.g. 10 for digits).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def lut_build(space_name: str | None, archs: tuple[str, ...], backend: str,
               resolution: int | None, threads: int, rounds: int, method: str | None,
-              calibrate_on: int, out: Path) -> None:
+              calibrate_on: int, num_classes: int, out: Path) -> None:
     """Measures every distinct block once (resumes an existing --out), then calibrates.
 
     Blocks are keyed by op, options, width and input shape. The table is saved after every
@@ -92,25 +95,18 @@ def lut_build(space_name: str | None, archs: tuple[str, ...], backend: str,
     table_ = _open_table(out, device, rounds)
     if space_name:
         networks, calibration = space_networks(get_space(space_name), resolution, 1,
-                                               calibrate_on)
+                                               calibrate_on, num_classes)
     else:
-        networks = [arch_items(a, resolution) for a in archs]
+        networks = [arch_items(a, resolution, num_classes) for a in archs]
         calibration = networks[:calibrate_on]
     click.echo(f"measuring {len({k for n in networks for k in n.keys})} distinct blocks on "
                f"{device.cpu} ({backend}, {threads} thread(s), {method}, {rounds} rounds)",
                err=True)
-    bar, update = _progress_bar("blocks")
+    bar, update = _progress_bar("blocks + calibration networks" if calibration else "blocks")
     try:
-        measure_table(table_, networks, settings, out, update)
+        measure_table(table_, networks, settings, out, update, calibration=calibration)
     finally:
         bar.close()
-    if calibration:
-        bar, update = _progress_bar("calibration")
-        try:
-            table_.calibration = calibrate(table_, calibration, settings, update)
-        finally:
-            bar.close()
-        table_.save(out)
     click.echo(f"wrote {out}: {len(table_)} entries, scale {table_.scale:.3f}")
 
 

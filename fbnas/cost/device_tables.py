@@ -219,7 +219,8 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
 
 
 def space_networks(space: SearchSpace, resolution: int | None, batch: int,
-                   calibrate_on: int) -> tuple[list[ArchItems], list[ArchItems]]:
+                   calibrate_on: int, num_classes: int = 1000
+                   ) -> tuple[list[ArchItems], list[ArchItems]]:
     """(networks covering every candidate block, ``calibrate_on`` sampled networks).
 
     The same choice as ``fbnas lut build --space``: the Latin-square candidate networks,
@@ -229,14 +230,15 @@ def space_networks(space: SearchSpace, resolution: int | None, batch: int,
     """
     from fbnas.cost.analytic import spec_cost
 
-    networks = [arch_items(a, resolution, batch=batch, name=f"{space.name}_cand{j}")
+    networks = [arch_items(a, resolution, num_classes, batch, name=f"{space.name}_cand{j}")
                 for j, a in enumerate(space.all_candidate_archs())]
     rng = random.Random(0)
     pool = [space.arch_def(space.sample(rng)) for _ in range(200)]
     pool.sort(key=lambda a: spec_cost(unify_arch_def(a), resolution or space.input_size).macs)
     picks = ([round(i * (len(pool) - 1) / max(1, calibrate_on - 1)) for i in range(calibrate_on)]
              if calibrate_on > 1 else [len(pool) // 2] * calibrate_on)
-    samples = [arch_items(pool[j], resolution, batch=batch, name=f"{space.name}_sample{i}")
+    samples = [arch_items(pool[j], resolution, num_classes, batch,
+                          name=f"{space.name}_sample{i}")
                for i, j in enumerate(picks)]
     return networks, samples
 

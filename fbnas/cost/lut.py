@@ -5,10 +5,10 @@ options (padding, groups, expansion, activation... after ``basic_args`` and pres
 input shape and its width — so any registered op works, users' own included. Device,
 backend, threads and library versions describe the whole table (metadata), not a key.
 
-A network's latency is predicted as ``scale * sum(entries)``: blocks timed alone
+A network's latency is predicted as ``scale * sum(entries) + offset``: blocks timed alone
 systematically under-estimate the whole network (framework overhead between blocks, cache
-effects), by a factor rather than an offset, so ``scale`` is fitted on a few full networks
-measured end to end when the table is built (see ``docs/benchmarks.md``).
+effects; ~20 % here), so ``scale`` and ``offset`` are fitted on a few full networks timed
+end to end in the same rounds as the entries (see ``docs/benchmarks.md``).
 
 Files are JSON, written atomically (temp file, fsync, rename) after every measured entry,
 so an interrupted build loses nothing and continues where it stopped.
@@ -213,11 +213,15 @@ class LatencyTable:
     def __init__(self, device: DeviceInfo, batch: int = 1, rounds: int = 3,
                  entries: dict[str, LatencyEntry] | None = None,
                  calibration: Calibration | None = None,
-                 quiet_reference_ms: float | None = None) -> None:
+                 quiet_reference_ms: float | None = None,
+                 networks: dict[str, LatencyEntry] | None = None) -> None:
         self.device = device
         self.batch = batch
         self.rounds = rounds
         self.entries: dict[str, LatencyEntry] = entries or {}
+        self.networks: dict[str, LatencyEntry] = networks or {}
+        """Whole networks timed end to end among the entries (:func:`network_key` ->
+        rounds), kept so that a resumed build still calibrates on every round."""
         self.calibration = calibration
         self.quiet_reference_ms = quiet_reference_ms
         """The fastest time of :func:`reference_ms` seen while building: the quiet speed."""
@@ -270,8 +274,8 @@ class LatencyTable:
             "rounds": self.rounds,
             "quiet_reference_ms": self.quiet_reference_ms,
             "calibration": self.calibration.to_dict() if self.calibration else None,
-            "entries": {k: {"ms": e.ms if e.rounds_ms else None, **asdict(e)}
-                        for k, e in sorted(self.entries.items())},
+            "entries": _entries_dict(self.entries),
+            "networks": _entries_dict(self.networks),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -308,14 +312,8 @@ class LatencyTable:
                                     f"fbnas reads version {TABLE_VERSION}")
         try:
             device = DeviceInfo(**data["device"])
-            entries = {}
-            for key, raw in data["entries"].items():
-                rounds_ms = [float(v) for v in raw["rounds_ms"]]
-                if any(not math.isfinite(v) or v <= 0 for v in rounds_ms):
-                    raise ValueError(f"entry {key!r} has a non-positive latency")
-                entries[key] = LatencyEntry(rounds_ms, int(raw.get("runs", 0)),
-                                            float(raw.get("spread", 0.0)),
-                                            bool(raw.get("busy", False)))
+            entries = _entries_from_dict(data["entries"])
+            networks = _entries_from_dict(data.get("networks") or {})
             cal = data.get("calibration")
             calibration = (Calibration(float(cal["scale"]), tuple(cal.get("networks", ())),
                                        float(cal.get("offset_ms", 0.0)))
@@ -324,7 +322,7 @@ class LatencyTable:
             raise LatencyTableError(f"{source} is malformed: {exc}") from None
         quiet = data.get("quiet_reference_ms")
         return cls(device, int(data.get("batch", 1)), int(data.get("rounds", 3)), entries,
-                   calibration, float(quiet) if quiet else None)
+                   calibration, float(quiet) if quiet else None, networks)
 
     def merge(self, other: LatencyTable) -> LatencyTable:
         """A new table with the entries of both (``other`` wins); devices must agree."""
@@ -334,7 +332,33 @@ class LatencyTable:
                                     + "; ".join(differences))
         entries = {**self.entries, **other.entries}
         return LatencyTable(self.device, self.batch, self.rounds, entries,
-                            other.calibration or self.calibration)
+                            other.calibration or self.calibration,
+                            networks={**self.networks, **other.networks})
+
+
+def _entries_dict(entries: Mapping[str, LatencyEntry]) -> dict:
+    return {k: {"ms": e.ms if e.rounds_ms else None, **asdict(e)}
+            for k, e in sorted(entries.items())}
+
+
+def _entries_from_dict(raw_entries: Mapping[str, Any]) -> dict[str, LatencyEntry]:
+    entries = {}
+    for key, raw in raw_entries.items():
+        rounds_ms = [float(v) for v in raw["rounds_ms"]]
+        if any(not math.isfinite(v) or v <= 0 for v in rounds_ms):
+            raise ValueError(f"entry {key!r} has a non-positive latency")
+        entries[key] = LatencyEntry(rounds_ms, int(raw.get("runs", 0)),
+                                    float(raw.get("spread", 0.0)), bool(raw.get("busy", False)))
+    return entries
+
+
+def network_key(arch: ArchItems) -> str:
+    """Key of a whole network timed end to end: its name, resolution and a digest of its
+    block keys (two networks given the same name stay apart)."""
+    import hashlib
+
+    digest = hashlib.sha1("\n".join(arch.keys).encode()).hexdigest()[:12]
+    return f"network {arch.name}@{arch.resolution} {digest}"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -374,16 +398,17 @@ class BuildSettings:
     seed: int = 0
 
 
-def _needs_round(table: LatencyTable, key: str, round_idx: int, extra: bool) -> bool:
-    entry = table.entries.get(key)
+def _needs_round(store: Mapping[str, LatencyEntry], key: str, round_idx: int,
+                 extra: bool) -> bool:
+    entry = store.get(key)
     if extra:
         return entry is not None and entry.busy
     return entry is None or len(entry.rounds_ms) <= round_idx
 
 
-def _record(table: LatencyTable, key: str, median_ms: float, runs: int, spread: float,
-            busy: bool, busy_rounds: dict[str, int]) -> None:
-    entry = table.entries.setdefault(key, LatencyEntry())
+def _record(store: dict[str, LatencyEntry], key: str, median_ms: float, runs: int,
+            spread: float, busy: bool, busy_rounds: dict[str, int]) -> None:
+    entry = store.setdefault(key, LatencyEntry())
     entry.rounds_ms.append(median_ms)
     entry.runs += runs
     entry.spread = max(entry.spread, spread)
@@ -437,9 +462,20 @@ def _network_blocks(model: nn.Module, arch: ArchItems) -> list[tuple[str, nn.Mod
     return list(zip(arch.keys, blocks, strict=True))
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """One thing timed per round: a block alone, a network with hooks around its blocks
+    (in-context entries), or a calibration network end to end."""
+
+    kind: Literal["block", "context", "network"]
+    source: TableItem | ArchItems
+    keys: tuple[str, ...]
+
+
 def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
                   path: str | os.PathLike | None = None,
-                  progress: Progress | None = None) -> LatencyTable:
+                  progress: Progress | None = None,
+                  calibration: Sequence[ArchItems] = ()) -> LatencyTable:
     """Measures every entry of ``archs`` still missing rounds, saving the table as it goes.
 
     Rounds are interleaved (a new random order each round) and each starts by timing a
@@ -448,6 +484,12 @@ def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: Bui
     its per-round medians. Entries measured only in busy rounds get extra rounds; if the
     machine stays busy the table is saved with them flagged and :class:`MachineBusyError`
     is raised.
+
+    ``calibration`` networks are timed end to end *within the same rounds*, shuffled among
+    the entries, and the table's calibration is fitted on them at the end. Timing them in
+    a separate phase after the entries was tried first: the machine's speed drifts by
+    5-10 % between phases (allocator and CPU state, other tenants), and the scale inherited
+    that drift, so predictions sat ~10 % off in some runs and not in others.
     """
     if settings.method == "context" and settings.backend != "torch":
         raise ValueError("in-context timing needs the torch backend; use method='isolated' "
@@ -458,58 +500,67 @@ def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: Bui
     quiet_ref = min([reference_ms(settings.threads) for _ in range(3)]
                     + [table.quiet_reference_ms or math.inf])
     table.quiet_reference_ms = quiet_ref
-    units: list[Any] = list(archs) if settings.method == "context" else items
-    unit_keys = ([set(a.keys) for a in archs] if settings.method == "context"
-                 else [{i.key} for i in items])
-    todo = sum(any(_needs_round(table, k, r, False) for k in keys)
-               for keys in unit_keys for r in range(settings.rounds))
+    if settings.method == "context":
+        units = [_Unit("context", a, a.keys) for a in archs]
+    else:
+        units = [_Unit("block", i, (i.key,)) for i in items]
+    units += [_Unit("network", a, (network_key(a),)) for a in calibration]
+
+    def store(unit: _Unit) -> dict[str, LatencyEntry]:
+        return table.networks if unit.kind == "network" else table.entries
+
+    def pending(round_idx: int, extra: bool) -> list[int]:
+        return [i for i, unit in enumerate(units)
+                if any(_needs_round(store(unit), k, round_idx, extra) for k in unit.keys)]
+
+    todo = sum(len(pending(r, False)) for r in range(settings.rounds))
     done = 0
     models: dict[int, nn.Module] = {}
     for round_idx in range(settings.rounds + settings.extra_rounds):
         extra = round_idx >= settings.rounds
-        pending = [i for i, keys in enumerate(unit_keys)
-                   if any(_needs_round(table, k, round_idx, extra) for k in keys)]
-        if not pending:
+        order = pending(round_idx, extra)
+        if not order:
             continue
         ref = reference_ms(settings.threads)
         quiet_ref = table.quiet_reference_ms = min(quiet_ref, ref)
         busy = ref > BUSY_FACTOR * quiet_ref
-        rng.shuffle(pending)
-        round_values: dict[str, list[float]] = {}
-        for index in pending:
+        rng.shuffle(order)
+        for index in order:
             unit = units[index]
             if index not in models:
-                models[index] = (unit.build() if settings.method == "context"
-                                 else unit.build().eval())
-            if settings.method == "context":
-                shape = (table.batch, 3, unit.resolution, unit.resolution)
-                times = _time_in_context(models[index], _network_blocks(models[index], unit),
-                                         shape, settings.threads, settings.budget_s)
-                for key, values in times.items():
-                    round_values.setdefault(key, []).extend(values)
-                label = f"network {unit.name}"
+                models[index] = unit.source.build().eval()
+            model = models[index]
+            if unit.kind == "context":
+                arch = unit.source
+                shape = (table.batch, 3, arch.resolution, arch.resolution)
+                times = _time_in_context(model, _network_blocks(model, arch), shape,
+                                         settings.threads, settings.budget_s)
+                for key in unit.keys:
+                    values = sorted(times.get(key, ()))
+                    if values and _needs_round(table.entries, key, round_idx, extra):
+                        median = statistics.median(values)
+                        spread = (values[int(0.9 * (len(values) - 1))]
+                                  - values[int(0.1 * (len(values) - 1))]) / median
+                        _record(table.entries, key, median, len(values), spread, busy,
+                                busy_rounds)
+                label = f"network {arch.name}"
             else:
-                m = measure(models[index], unit.input_shape, settings.backend,
-                            settings.threads, budget_s=settings.budget_s)
-                round_values.setdefault(unit.key, []).append(m.median_ms)
-                _record(table, unit.key, m.median_ms, m.runs, m.spread, busy, busy_rounds)
-                round_values.pop(unit.key)
-                label = unit.label
-            if settings.method == "context":
-                for key in unit_keys[index]:
-                    values = round_values.get(key)
-                    if values and _needs_round(table, key, round_idx, extra):
-                        ordered = sorted(values)
-                        median = statistics.median(ordered)
-                        spread = (ordered[int(0.9 * (len(ordered) - 1))]
-                                  - ordered[int(0.1 * (len(ordered) - 1))]) / median
-                        _record(table, key, median, len(values), spread, busy, busy_rounds)
+                if unit.kind == "network":
+                    shape = (table.batch, 3, unit.source.resolution, unit.source.resolution)
+                    budget, label = settings.budget_s * 2, f"calibration {unit.source.name}"
+                else:
+                    shape, budget, label = (unit.source.input_shape, settings.budget_s,
+                                            unit.source.label)
+                m = measure(model, shape, settings.backend, settings.threads, budget_s=budget)
+                _record(store(unit), unit.keys[0], m.median_ms, m.runs, m.spread, busy,
+                        busy_rounds)
             if path is not None:
                 table.save(path)
             done += not extra
             if progress:
                 progress(min(done, todo), todo, label)
-    still_busy = [i.key for i in items if table.entries.get(i.key, LatencyEntry()).busy]
+    still_busy = [k for unit in units for k in unit.keys
+                  if store(unit).get(k, LatencyEntry()).busy]
     if still_busy:
         if path is not None:
             table.save(path)
@@ -517,42 +568,37 @@ def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: Bui
             f"{len(still_busy)} entries were measured only while the machine was busy "
             f"(reference workload over {BUSY_FACTOR}x its quiet time); they are flagged in "
             f"the table — re-run the same command on a quieter machine to re-measure them")
+    if calibration:
+        table.calibration = fit_calibration([
+            _calibration_record(table, arch, table.networks[network_key(arch)].ms)
+            for arch in calibration])
+        if path is not None:
+            table.save(path)
     return table
 
 
-def calibrate(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
-              progress: Progress | None = None) -> Calibration:
-    """Fits ``scale`` = median over networks of (end-to-end time / sum of table entries).
+def _calibration_record(table: LatencyTable, arch: ArchItems, measured_ms: float) -> dict:
+    sum_ms = table.predict(arch).sum_ms
+    return {"name": arch.name, "resolution": arch.resolution, "sum_ms": sum_ms,
+            "measured_ms": measured_ms, "ratio": measured_ms / sum_ms}
 
-    Networks are measured end to end in interleaved rounds and keep their lowest per-round
-    median, like the table entries, so both sides of the ratio estimate the quiet machine.
-    (Timing each network's blocks back to back with the network instead was tried: the
-    blocks then run faster than when the table measures them, and the scale came out ~10 %
-    too high.)
+
+def calibrate(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
+              *, path: str | os.PathLike | None = None,
+              progress: Progress | None = None) -> Calibration:
+    """Calibrates an already measured table on ``archs`` timed end to end now (networks
+    the table already holds every round of are reused, not timed again).
+
+    For a table being built, pass the networks to :func:`measure_table` (``calibration=``)
+    instead: timed among the entries they share the machine's state, timed afterwards they
+    carry the drift between the two phases into the scale.
     """
-    rng = random.Random(settings.seed + 1)
-    measured: list[list[float]] = [[] for _ in archs]
-    models = [a.build() for a in archs]
-    total = settings.rounds * len(archs)
-    done = 0
-    for _ in range(settings.rounds):
-        order = list(range(len(archs)))
-        rng.shuffle(order)
-        for index in order:
-            arch = archs[index]
-            shape = (table.batch, 3, arch.resolution, arch.resolution)
-            measured[index].append(measure(models[index], shape, settings.backend,
-                                           settings.threads,
-                                           budget_s=settings.budget_s * 2).median_ms)
-            done += 1
-            if progress:
-                progress(done, total, f"network {arch.name}")
-    networks = []
-    for arch, times in zip(archs, measured, strict=True):
-        sum_ms = table.predict(arch).sum_ms
-        networks.append({"name": arch.name, "resolution": arch.resolution, "sum_ms": sum_ms,
-                         "measured_ms": min(times), "ratio": min(times) / sum_ms})
-    return fit_calibration(networks)
+    missing = table.missing(k for arch in archs for k in arch.keys)
+    if missing:
+        raise MissingEntriesError(missing, "calibration networks")
+    measure_table(table, [], settings, path, progress, calibration=archs)
+    assert table.calibration is not None
+    return table.calibration
 
 
 def fit_calibration(networks: Sequence[dict]) -> Calibration:

@@ -103,6 +103,29 @@ def test_calibration_scales_predictions() -> None:
     assert table.predict(items).predicted_ms == pytest.approx(network["measured_ms"])
 
 
+def test_calibration_networks_are_timed_among_the_entries_and_survive_a_resume(
+        tmp_path) -> None:
+    path = tmp_path / "lut.json"
+    items = arch_items(TINY)
+    seen: list[str] = []
+    settings = replace(FAST, rounds=2)
+    measure_table(LatencyTable(DeviceInfo.current()), [items], settings, path,
+                  progress=lambda done, total, label: seen.append(label), calibration=[items])
+    # interleaved: the calibration network is timed in each round, not after all entries
+    calibration_steps = [i for i, label in enumerate(seen) if label.startswith("calibration")]
+    assert len(calibration_steps) == 2 and calibration_steps[0] < len(seen) // 2
+    saved = LatencyTable.load(path)
+    (network,) = saved.networks.values()
+    assert len(network.rounds_ms) == 2
+    assert saved.calibration is not None
+    assert saved.predict(items).predicted_ms == pytest.approx(network.ms)
+    # re-running a finished build measures nothing and refits the same calibration
+    seen.clear()
+    measure_table(saved, [items], settings, path,
+                  progress=lambda done, total, label: seen.append(label), calibration=[items])
+    assert seen == [] and saved.scale == LatencyTable.load(path).scale
+
+
 def test_onnxruntime_backend_measures() -> None:
     items = arch_items(TINY)
     settings = replace(FAST, backend="onnxruntime", method="isolated", rounds=1)
