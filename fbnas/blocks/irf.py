@@ -57,6 +57,12 @@ class IRFOptions:
 
     ``width_divisor`` defaults to 8 when a block is made directly; the builder always passes
     its own (1 unless ``basic_args`` say otherwise), as the reference does.
+
+    ``mid_channels`` is an fbnas option, not a reference one: an explicit hidden width that
+    replaces ``round_channels(in * expansion)``. Subnets extracted from slimmable networks
+    (:mod:`fbnas.slim`) need it where no expansion ratio yields their hidden width (a width
+    off the divisor grid, or an SE width tied to ``expansion`` by ``less_se_channels``, which
+    keeps using ``expansion`` for its ratio).
     """
 
     expansion: float = 6
@@ -85,6 +91,7 @@ class IRFOptions:
     zero_last_bn_gamma: bool = False
     mid_expand_out: bool = False
     last_relu: bool = False
+    mid_channels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,10 +184,11 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
                 options: dict[str, Any]) -> IRFPlan:
     """Resolves the widths and parts of an inverted-residual block.
 
-    mid = round_channels((out if mid_expand_out else in) * expansion, width_divisor); the
-    pw conv is left out when mid == in (unless ``always_pw``); SE width =
-    round_channels(int(mid * r)) with r = 0.25, or 0.25 / expansion with
-    ``less_se_channels`` (``round_se_channels`` uses round() instead of int()).
+    mid = round_channels((out if mid_expand_out else in) * expansion, width_divisor), or
+    ``mid_channels`` when set; the pw conv is left out when mid == in (unless
+    ``always_pw``); SE width = round_channels(int(mid * r)) with r = 0.25, or
+    0.25 / expansion with ``less_se_channels`` (``round_se_channels`` uses round() instead
+    of int()).
     """
     expansion = options["expansion"]
     divisor = options["width_divisor"]
@@ -208,6 +216,11 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
     bias = options["bias"]
     base = out_channels if options["mid_expand_out"] else in_channels
     mid = round_channels(base * expansion, divisor)
+    if options["mid_channels"] is not None:
+        if options["mid_channels"] < 1:
+            raise ArchDefError(f"mid_channels must be >= 1, got {options['mid_channels']}",
+                               key="mid_channels")
+        mid = options["mid_channels"]
 
     res_args = named_args(options["res_conn_args"], "res_conn_args")
     if res_args is not None and res_args["name"] not in ("default", "projection"):

@@ -165,7 +165,11 @@ register_family("adaptive_avg_pool", AdaptivePoolOptions, resolve_adaptive_pool,
 
 @dataclass(frozen=True)
 class IRPoolOptions:
-    """Options of the pooled head block. Its convs never have a bias."""
+    """Options of the pooled head block. Its convs never have a bias.
+
+    ``mid_channels`` (an fbnas option) replaces ``round_channels(in * expansion)`` as the
+    hidden width, for subnets extracted from slimmable networks (:mod:`fbnas.slim`).
+    """
 
     expansion: float = 6
     kernel_size: int = -1
@@ -174,6 +178,7 @@ class IRPoolOptions:
     bn_args: NamedArgs = "bn"
     se_args: NamedArgs = None
     pw_se_args: NamedArgs = None
+    mid_channels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,8 @@ class IRPoolBlock(nn.Module):
 
 def resolve_ir_pool(in_channels: int, out_channels: int, stride: int,
                     options: dict[str, Any]) -> IRPoolPlan:
-    """mid = round_channels(in * expansion); SE widths round_channels(int(mid * 0.25))."""
+    """mid = round_channels(in * expansion) or ``mid_channels``; SE widths
+    round_channels(int(mid * 0.25))."""
     divisor = options["width_divisor"]
     if options["expansion"] <= 0:
         raise ArchDefError(f"expansion must be > 0, got {options['expansion']}",
@@ -246,6 +252,11 @@ def resolve_ir_pool(in_channels: int, out_channels: int, stride: int,
                            key="kernel_size")
     act = ActSpec.from_args(named_args(options["relu_args"], "relu_args"), "relu_args")
     mid = round_channels(in_channels * options["expansion"], divisor)
+    if options["mid_channels"] is not None:
+        if options["mid_channels"] < 1:
+            raise ArchDefError(f"mid_channels must be >= 1, got {options['mid_channels']}",
+                               key="mid_channels")
+        mid = options["mid_channels"]
     pw = ConvNormAct(ConvSpec(in_channels, mid, 1, bias=False),
                      NormSpec.from_args(named_args(options["bn_args"], "bn_args"), mid,
                                         "bn_args"), act)

@@ -1,4 +1,11 @@
-"""ResNet blocks: ``res_k3`` (BasicBlock, ResNet18/34) and ``res_block_k3`` (Bottleneck)."""
+"""ResNet blocks: ``res_k3`` (BasicBlock, ResNet18/34) and ``res_block_k3`` (Bottleneck).
+
+Two options are fbnas's own, not the reference's, for subnets extracted from slimmable
+networks (:mod:`fbnas.slim`): ``mid_channels`` sets the inner width (the first conv's output;
+by default ``out`` for the basic block and ``int(out * 0.25)`` for the bottleneck), and
+``always_projection`` keeps the 1x1 shortcut conv even when the input and output shapes
+agree (a slimmed block whose input and output widths happen to coincide).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ class BasicBlockOptions:
     bn_in_skip: bool = True
     bias_in_skip: bool = False
     downsample_in_conv2: bool = False
+    mid_channels: int | None = None
+    always_projection: bool = False
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class BottleneckOptions:
     bn_args: NamedArgs = "bn"
     relu_args: NamedArgs = "relu"
     bn_in_skip: bool = True
+    mid_channels: int | None = None
+    always_projection: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,17 +106,36 @@ def _positive_stride(stride: int) -> None:
         raise ArchDefError(f"ResNet blocks need a positive stride, got {stride}", key="stride")
 
 
+def _mid_channels(options: dict[str, Any], default: int) -> int:
+    mid = options["mid_channels"]
+    if mid is None:
+        return default
+    if mid < 1:
+        raise ArchDefError(f"mid_channels must be >= 1, got {mid}", key="mid_channels")
+    return mid
+
+
+def _needs_projection(in_channels: int, out_channels: int, stride: int,
+                      options: dict[str, Any]) -> bool:
+    return in_channels != out_channels or stride != 1 or options["always_projection"]
+
+
 def resolve_basic(in_channels: int, out_channels: int, stride: int,
                   options: dict[str, Any]) -> ResidualPlan:
-    """3x3 (stride) -> BN -> act -> 3x3 -> BN, + 1x1 projection when shapes change."""
+    """3x3 (stride) -> BN -> act -> 3x3 -> BN, + 1x1 projection when shapes change.
+
+    The first conv's width is ``out_channels`` unless ``mid_channels`` sets it.
+    """
     _positive_stride(stride)
+    mid = _mid_channels(options, out_channels)
     norm, act = _norm_act(options, out_channels)
+    norm_mid, _ = _norm_act(options, mid)
     s1, s2 = (1, stride) if options["downsample_in_conv2"] else (stride, 1)
     bias = options["bias"]
-    conv1 = ConvNormAct(ConvSpec(in_channels, out_channels, 3, s1, 1, bias=bias), norm, act)
-    conv2 = ConvNormAct(ConvSpec(out_channels, out_channels, 3, s2, 1, bias=bias), norm, None)
+    conv1 = ConvNormAct(ConvSpec(in_channels, mid, 3, s1, 1, bias=bias), norm_mid, act)
+    conv2 = ConvNormAct(ConvSpec(mid, out_channels, 3, s2, 1, bias=bias), norm, None)
     skip = None
-    if in_channels != out_channels or stride != 1:
+    if _needs_projection(in_channels, out_channels, stride, options):
         skip = ConvNormAct(ConvSpec(in_channels, out_channels, 1, stride,
                                     bias=options["bias_in_skip"]),
                            norm if options["bn_in_skip"] else None, None)
@@ -114,9 +144,10 @@ def resolve_basic(in_channels: int, out_channels: int, stride: int,
 
 def resolve_bottleneck(in_channels: int, out_channels: int, stride: int,
                        options: dict[str, Any]) -> ResidualPlan:
-    """1x1 -> 3x3 (stride) -> 1x1 at width int(out * 0.25), + 1x1 ``downsample``."""
+    """1x1 -> 3x3 (stride) -> 1x1 at width int(out * 0.25) (or ``mid_channels``), + 1x1
+    ``downsample``."""
     _positive_stride(stride)
-    width = int(out_channels * 0.25)
+    width = _mid_channels(options, int(out_channels * 0.25))
     if width < 1:
         raise ArchDefError(f"a bottleneck needs out_channels >= 4, got {out_channels}",
                            key="out_channels")
@@ -127,7 +158,7 @@ def resolve_bottleneck(in_channels: int, out_channels: int, stride: int,
     conv2 = ConvNormAct(ConvSpec(width, width, 3, stride, 1, bias=bias), norm_w, act)
     conv3 = ConvNormAct(ConvSpec(width, out_channels, 1, bias=bias), norm_out, None)
     downsample = None
-    if in_channels != out_channels or stride != 1:
+    if _needs_projection(in_channels, out_channels, stride, options):
         downsample = ConvNormAct(ConvSpec(in_channels, out_channels, 1, stride, bias=False),
                                  norm_out if options["bn_in_skip"] else None, None)
     return ResidualPlan(out_channels, (("conv1", conv1), ("conv2", conv2), ("conv3", conv3)),

@@ -9,6 +9,7 @@ import click
 
 from fbnas import __version__
 from fbnas.arch.errors import ArchDefError
+from fbnas.cli.demo import demo
 from fbnas.cli.export import export
 from fbnas.cli.info import info
 from fbnas.cli.lut import latency, lut
@@ -19,11 +20,12 @@ from fbnas.cli.zoo import ops, zoo
 from fbnas.cost.lut import LatencyTableError, MachineBusyError
 from fbnas.data import DatasetError
 from fbnas.export import ExportError
+from fbnas.slim.errors import SlimConfigError
 from fbnas.train import RecipeError
 from fbnas.zoo.checkpoint import CheckpointError
 
 USER_ERRORS = (ArchDefError, CheckpointError, DatasetError, ExportError, FileNotFoundError,
-               LatencyTableError, MachineBusyError, RecipeError)
+               LatencyTableError, MachineBusyError, RecipeError, SlimConfigError)
 """Errors caused by the user's input: printed as one line, exit status 2, no traceback."""
 
 
@@ -36,6 +38,7 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+cli.add_command(demo)
 cli.add_command(zoo)
 cli.add_command(info)
 cli.add_command(ops)

@@ -8,10 +8,19 @@ from pathlib import Path
 import click
 
 from fbnas.cli.format import human, table
+from fbnas.cli.launch import relaunch_under_torchrun
+from fbnas.cli.width import search_width
 from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo
-from fbnas.cost.lut import BuildSettings, LatencyTable, calibrate, measure_table
+from fbnas.cost.lut import BuildSettings, LatencyTable, measure_table
+from fbnas.data import open_datasets
 from fbnas.search import get_space
+from fbnas.train.distributed import (
+    DistContext,
+    barrier,
+    init_distributed,
+    shutdown_distributed,
+)
 
 
 @click.group()
@@ -35,23 +44,37 @@ def _progress():
 
 
 def ensure_table(space_name: str, lut_path: Path | None, out: Path, resolution: int | None,
-                 threads: int) -> LatencyTable:
-    """The given table, or one measured now over the space's candidates (saved in the run)."""
+                 threads: int, num_classes: int = 1000) -> LatencyTable:
+    """The given table, or one measured now over the space's candidates (saved in the run);
+    ``num_classes`` sizes the classifier head, which is part of every network's cost."""
     if lut_path is not None:
         return LatencyTable.load(lut_path)
     path = out / "lut.json"
     space = get_space(space_name)
     device = DeviceInfo.current("torch", threads)
     table_ = LatencyTable.load(path, expect=device) if path.exists() else LatencyTable(device)
-    nets, calibration = space_networks(space, resolution, 1, 5)
+    nets, calibration = space_networks(space, resolution, 1, 5, num_classes)
     if not table_.missing(k for n in nets for k in n.keys) and table_.calibration:
         return table_
     click.echo(f"measuring a latency table for {space.name} on this machine -> {path}",
                err=True)
-    settings = BuildSettings(threads=threads)
-    measure_table(table_, nets, settings, path)
-    table_.calibration = calibrate(table_, calibration, settings)
-    table_.save(path)
+    measure_table(table_, nets, BuildSettings(threads=threads), path, calibration=calibration)
+    return table_
+
+
+def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution: int | None,
+                  threads: int, cost: str, context: DistContext,
+                  num_classes: int = 1000) -> LatencyTable | None:
+    """The latency table, measured (when missing) by rank 0 alone while the others wait."""
+    if cost != "latency":
+        return None
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        table_ = ensure_table(space_name, lut_path, out, resolution, threads, num_classes)
+    barrier(context)
+    if not context.is_main:
+        table_ = ensure_table(space_name, lut_path, out, resolution, threads,  # now saved
+                              num_classes)
     return table_
 
 
@@ -65,10 +88,14 @@ def ensure_table(space_name: str, lut_path: Path | None, out: Path, resolution: 
 @click.option("--target-ms", type=float, help="Pull the expected latency to this target.")
 @click.option("--target-macs", type=float, help="Pull the expected MACs to this target.")
 @click.option("--mode", type=click.Choice(["soft", "single-path"]), default="soft",
-              show_default=True)
+              show_default=True,
+              help="soft: every candidate runs, Gumbel-softmax weighted; single-path: one "
+                   "sampled candidate per layer and step (with --nproc every process runs "
+                   "the same sampled path).")
 @click.option("--epochs", type=click.IntRange(min=1), default=90, show_default=True)
 @click.option("--warmup-epochs", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Global batch, split over the processes.")
 @click.option("--loss", "loss_form", type=click.Choice(["mul", "log", "add"]), default="mul",
               show_default=True)
 @click.option("--alpha", type=float, default=0.2, show_default=True)
@@ -82,21 +109,34 @@ def ensure_table(space_name: str, lut_path: Path | None, out: Path, resolution: 
               help="Threads for latency measurement.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue RUN/last.pt.")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Run N data-parallel processes on this machine (via torchrun).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def search_dnas(space_name: str, data_spec: str, lut_path: Path | None, cost: str,
-                target_ms: float | None, target_macs: float | None, mode: str, epochs: int,
-                warmup_epochs: int, batch_size: int, loss_form: str, alpha: float, beta: float,
-                tau_final: float | None, alternate: str, resolution: int | None, threads: int,
-                seed: int, resume: bool, out: Path) -> None:
+@click.pass_context
+def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: Path | None,
+                cost: str, target_ms: float | None, target_macs: float | None, mode: str,
+                epochs: int, warmup_epochs: int, batch_size: int, loss_form: str, alpha: float,
+                beta: float, tau_final: float | None, alternate: str, resolution: int | None,
+                threads: int, seed: int, resume: bool, nproc: int | None, out: Path) -> None:
     """Searches a space with FBNetV1's Gumbel-softmax supernet and a cost-aware loss.
 
     Writes RUN/metrics.jsonl (per epoch: losses, accuracy, tau, theta entropy, expected
     cost), RUN/theta.json, RUN/last.pt, and the derived RUN/arch.json plus architectures
     sampled from the final distribution under RUN/samples/ — arch files every other
     command accepts (fbnas train RUN/arch.json ...).
+
+    Multi-process: --nproc N runs N processes here (gloo); or run `torchrun
+    --nproc-per-node N -m fbnas search dnas ...`. Each process takes its slice of every
+    global batch; weight and theta gradients are averaged over processes, so theta stays
+    the same on all of them. All processes draw the same architecture sample at every step
+    (in single-path mode: the same path) from a stream seeded alike, so the candidates off
+    the path get no gradient on any process. Rank 0 alone writes RUN; --resume continues on
+    any number of processes.
     """
     from fbnas.search.dnas.search import DNASConfig, run_search
 
+    if nproc is not None and nproc > 1:
+        relaunch_under_torchrun(ctx, ["search", "dnas"], nproc, None)
     if target_ms is not None and target_macs is not None:
         raise click.UsageError("give at most one of --target-ms and --target-macs")
     if target_ms is not None and cost != "latency":
@@ -109,14 +149,21 @@ def search_dnas(space_name: str, data_spec: str, lut_path: Path | None, cost: st
                         beta=beta, target=target, tau_final=tau_final,
                         alternate=alternate, cost=cost, resolution=resolution,  # type: ignore
                         seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    table_ = ensure_table(space_name, lut_path, out, resolution, threads) if cost == \
-        "latency" else None
-    bar, update = _progress()
+    context = init_distributed("cpu")
     try:
-        result = run_search(space_name, data_spec, config, out, table_, resume, update)
+        table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,
+                               open_datasets(data_spec, resolution).num_classes)
+        bar, update = _progress() if context.is_main else (None, None)
+        try:
+            result = run_search(space_name, data_spec, config, out, table_, resume, update,
+                                context)
+        finally:
+            if bar is not None:
+                bar.close()
     finally:
-        bar.close()
+        shutdown_distributed()
+    if not context.is_main:
+        return
     last = result.history[-1]
     unit = "ms" if cost == "latency" else cost
     click.echo(f"searched {epochs} epochs: val top-1 of the argmax path {last['val_top1']:.1%}, "
@@ -129,3 +176,6 @@ def search_dnas(space_name: str, data_spec: str, lut_path: Path | None, cost: st
     click.echo(f"\n{out / 'arch.json'}: {human(record['params'])} params, "
                f"{human(record['macs'])} MACs{extra}; {len(result.samples)} sampled "
                f"architectures in {out / 'samples'}/")
+
+
+search.add_command(search_width)

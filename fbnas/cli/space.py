@@ -16,7 +16,7 @@ from fbnas.search.space import space_summary
 
 @click.group()
 def space() -> None:
-    """Search spaces (FBNetV1 ImageNet and CIFAR variants)."""
+    """Search spaces (FBNetV1 ImageNet, CIFAR and the reduced demo space)."""
 
 
 @space.command("list")

@@ -7,8 +7,6 @@ progress bar and one summary line per epoch, on rank 0 only.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,16 +15,13 @@ from typing import Any
 import click
 import torch
 
+from fbnas.cli.launch import relaunch_under_torchrun
 from fbnas.data import open_datasets
 from fbnas.export.checkpoint import is_checkpoint_path
 from fbnas.train import checkpoint as ckpt
+from fbnas.train import from_supernet
 from fbnas.train.config import RecipeError, TrainConfig, load_recipe
-from fbnas.train.distributed import (
-    init_distributed,
-    launched_by_torchrun,
-    shutdown_distributed,
-    torchrun_command,
-)
+from fbnas.train.distributed import init_distributed, shutdown_distributed
 from fbnas.train.regularize import load_init_weights, read_init_weights
 from fbnas.train.trainer import (
     StepInfo,
@@ -81,32 +76,6 @@ class ConsoleProgress(TrainListener):
                    f"{metrics['lr']:.2e}  {rate:.0f} img/s", err=True)
 
 
-def _forwarded_args(ctx: click.Context) -> list[str]:
-    """This command's arguments as given, minus ``--nproc``, to re-run under torchrun."""
-    args: list[str] = []
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name)  # type: ignore[arg-type]
-        source = ctx.get_parameter_source(param.name)  # type: ignore[arg-type]
-        if param.name == "nproc" or source is not click.core.ParameterSource.COMMANDLINE:
-            continue
-        if isinstance(param, click.Argument):
-            args.append(str(value))
-            continue
-        assert isinstance(param, click.Option)
-        flag = max(param.opts, key=len)
-        if param.is_flag:
-            if param.secondary_opts and not value:
-                args.append(max(param.secondary_opts, key=len))
-            elif value:
-                args.append(flag)
-        elif param.multiple:
-            for item in value:
-                args += [flag, str(item)]
-        else:
-            args += [flag, str(value)]
-    return args
-
-
 def _resolve_recipe(config: str | None, overrides: tuple[str, ...],
                     flags: dict[str, Any]) -> TrainConfig:
     recipe = load_recipe(config).with_overrides(overrides)
@@ -141,6 +110,11 @@ def _build(arch: Any, num_classes: int, width_ratio: float) -> FBNet:
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (or last.prev.pt).")
 @click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from these weights (fbnas or mobile-vision checkpoint).")
+@click.option("--init-from-supernet", "supernet_run", metavar="RUN",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Start ARCH (an arch file of a DNAS run: RUN/arch.json, "
+                   "RUN/samples/arch_XX.json) from the weights its blocks had in RUN's "
+                   "supernet (RUN/last.pt), to fine-tune instead of training from scratch.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Run N data-parallel processes on this machine (via torchrun).")
 @click.option("--tensorboard/--no-tensorboard", default=True, show_default=True)
@@ -151,8 +125,9 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
           config: str | None, overrides: tuple[str, ...], epochs: int | None,
           batch_size: int | None, lr: float | None, seed: int | None,
           resolution: int | None, workers: int | None, width_ratio: float, device: str,
-          threads: int | None, resume: bool, init_from: Path | None, nproc: int | None,
-          tensorboard: bool, progress: bool | None) -> None:
+          threads: int | None, resume: bool, init_from: Path | None,
+          supernet_run: Path | None, nproc: int | None, tensorboard: bool,
+          progress: bool | None) -> None:
     """Trains ARCH (a zoo name or arch-def file) on --data with a recipe.
 
     The recipe is --config (a YAML file or a built-in name), then --set KEY=VALUE
@@ -164,14 +139,10 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
     machines: run on each `torchrun --nnodes M --node-rank K --nproc-per-node N
     --rdzv-backend c10d --rdzv-endpoint HOST:PORT -m fbnas train ...`.
     """
+    if init_from is not None and supernet_run is not None:
+        raise click.UsageError("give at most one of --init-from and --init-from-supernet")
     if nproc is not None and nproc > 1:
-        if launched_by_torchrun():
-            raise click.UsageError("--nproc inside a torchrun job: drop one of the two")
-        command = torchrun_command(nproc, ["train", *_forwarded_args(ctx)])
-        env = dict(os.environ)
-        if threads is None and "OMP_NUM_THREADS" not in env:
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-        ctx.exit(subprocess.call(command, env=env))
+        relaunch_under_torchrun(ctx, ["train"], nproc, threads)
     if threads is not None:
         torch.set_num_threads(threads)
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -222,6 +193,14 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
             run_info["init_from"] = str(init_from)
             if context.is_main:
                 click.echo(f"{init_from}: {note}", err=True)
+        if supernet_run is not None and not resume:
+            run = from_supernet.load_supernet_run(supernet_run)
+            choices = from_supernet.init_from_supernet(model, run)
+            run_info["init_from_supernet"] = str(supernet_run)
+            if context.is_main:
+                click.echo(f"{supernet_run}: started from the supernet's weights after "
+                           f"{run.epochs_done} search epochs, path "
+                           f"{' '.join(run.space.choice_names(choices))}", err=True)
         show_bar = (sys.stderr.isatty() if progress is None else progress) and context.is_main
         listeners = [ConsoleProgress(show_bar)] if context.is_main else []
         trainer = Trainer(model, recipe, data, out_dir=out, device=device, context=context,

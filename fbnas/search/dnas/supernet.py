@@ -33,6 +33,7 @@ from fbnas.arch.unify import unify_arch_def
 from fbnas.blocks import BLOCKS
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.analytic import spec_cost
+from fbnas.search.dnas.fused import FusedIRFCandidate, FusionPlan, build_candidate, fused_hidden
 from fbnas.search.space import SearchSpace, get_space
 from fbnas.zoo.model import ClsConvHead
 
@@ -40,13 +41,14 @@ Mode = Literal["soft", "single-path"]
 CostKind = Literal["latency", "macs", "params"]
 
 
-def _candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[BlockTrace]],
-                                                                    list[BlockTrace],
-                                                                    list[BlockTrace], int]:
-    """Traces of every (layer, candidate), plus the fixed prefix and suffix blocks.
+def candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[BlockTrace]],
+                                                                  list[BlockTrace],
+                                                                  list[BlockTrace], int]:
+    """Resolved blocks of a space: (traces per layer and candidate, prefix traces, suffix
+    traces, number of prefix blocks).
 
-    Uses the space's Latin-square candidate networks: network j holds candidate
-    (j + l) mod K_l at layer l.
+    Uses the space's Latin-square candidate networks (network j holds candidate
+    (j + l) mod K_l at layer l), so every candidate is traced with its real input width.
     """
     if not space.layers:
         raise ArchDefError(f"search space {space.name!r} has no searchable layers")
@@ -103,7 +105,8 @@ def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
     """Per-candidate costs of a space: MACs or params analytically, or latency from a table.
 
     With ``kind="latency"`` every candidate must be in ``table`` (a LatencyTable); the
-    table's calibration scale is applied, so costs add up to predicted network latency.
+    table's calibration (scale, and its offset in the fixed part) is applied, so costs add
+    up to the table's predicted network latency.
     """
     space = get_space(space)
     resolution = resolution or space.input_size
@@ -125,10 +128,12 @@ def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
                               * table.scale for c in range(k)))
         fixed_keys = archs[0].keys[:n_prefix] + archs[0].keys[n_prefix + len(space.layers):]
         fixed = sum(table.lookup(key) for key in fixed_keys) * table.scale
+        if table.calibration is not None:  # the per-network overhead of the calibration
+            fixed += table.calibration.offset_ms
         return LayerCosts(tuple(rows), fixed, "ms")
     if kind not in ("macs", "params"):
         raise ValueError(f"unknown cost kind {kind!r}; use latency, macs or params")
-    layers, prefix, suffix, _ = _candidate_traces(space, resolution)
+    layers, prefix, suffix, _ = candidate_traces(space, resolution)
     pick = (lambda t: t.cost.macs) if kind == "macs" else (lambda t: t.cost.params)
     rows = tuple(tuple(float(pick(t)) for t in row) for row in layers)
     fixed = float(sum(pick(t) for t in prefix + suffix))
@@ -138,25 +143,64 @@ def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
     return LayerCosts(rows, fixed, kind)
 
 
+def _build_candidate(trace: BlockTrace, fuse: bool) -> nn.Module:
+    """A candidate block; with ``fuse``, a fusable inverted residual as a FusedIRFCandidate."""
+    fused = build_candidate(trace.plan) if fuse else None
+    return fused if fused is not None else build_plan(trace)
+
+
 class MixedOp(nn.Module):
-    """One searchable layer: candidate blocks and their weighted (or sampled) execution."""
+    """One searchable layer: candidate blocks and their weighted (or sampled) execution.
+
+    In soft mode the candidates that are :class:`FusedIRFCandidate` (inverted residuals
+    built with ``fuse=True``, see :mod:`fbnas.search.dnas.fused`) run their expansion and
+    depthwise convs as one op each, with the same result as running them one by one.
+    """
 
     def __init__(self, candidates: Sequence[nn.Module], costs: Sequence[float]) -> None:
         super().__init__()
         self.candidates = nn.ModuleList(candidates)
+        parts = {i: c.parts for i, c in enumerate(self.candidates)
+                 if isinstance(c, FusedIRFCandidate)}
+        # Fusing a single candidate saves nothing; it then runs as its block.
+        self.fusion = FusionPlan.of(parts) if len(parts) > 1 else None
         self.register_buffer("costs", torch.tensor(list(costs), dtype=torch.float32),
                              persistent=False)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
                 index: int | None = None) -> torch.Tensor:
-        """``weights``: (K,) mixture weights; ``index``: run only that candidate (single path,
-        ``weights`` then a straight-through one-hot)."""
+        """``x``: (N, C, H, W); ``weights``: (K,) mixture weights; ``index``: run only that
+        candidate (single path, ``weights`` then a straight-through one-hot)."""
         if index is not None:
             return self.candidates[index](x) * weights[index]
-        out = None
-        for w, candidate in zip(weights, self.candidates, strict=True):
-            y = candidate(x) * w
+        if self.fusion is None:
+            out = None
+            for w, candidate in zip(weights, self.candidates, strict=True):
+                y = candidate(x) * w
+                out = y if out is None else out + y
+            return out
+        return self._fused_forward(x, weights)
+
+    def _fused_forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_i w_i b_i(x) with shared expansion/depthwise convs; the terms w_i * x of every
+        residual candidate and of an identity ``skip`` are added once, as (Σ w_i) * x."""
+        hidden = fused_hidden(x, self.candidates, self.fusion)
+        out = residual = None
+        for i, candidate in enumerate(self.candidates):
+            w = weights[i]
+            if i in hidden:
+                y = candidate(x, hidden[i], w, residual=False)
+                if candidate.parts.residual:
+                    residual = w if residual is None else residual + w
+            elif isinstance(candidate, nn.Identity):
+                candidate(x)  # no work; called so that module hooks see every candidate run
+                residual = w if residual is None else residual + w
+                continue
+            else:
+                y = candidate(x) * w
             out = y if out is None else out + y
+        if residual is not None:
+            out = x * residual if out is None else torch.addcmul(out, x, residual)
         return out
 
 
@@ -168,17 +212,23 @@ class Supernet(nn.Module):
         costs: per-candidate costs (:func:`layer_costs`), used for the expected cost.
         num_classes: classifier outputs.
         resolution: input size (default: the space's).
+        fuse: run the inverted-residual candidates of a layer fused in soft mode: the same
+            result from fewer, larger ops (``benchmarks/supernet_step.py`` measures it).
+        channels_last: keep weights and activations in channels-last memory format; on CPU
+            the depthwise convs' backward, which dominates the step in NCHW, is several times
+            faster.
 
     Attributes:
         theta: (layers, K) architecture logits, initialised equal (uniform distribution).
     """
 
     def __init__(self, space: SearchSpace | str, costs: LayerCosts, num_classes: int = 10,
-                 resolution: int | None = None) -> None:
+                 resolution: int | None = None, fuse: bool = True,
+                 channels_last: bool = True) -> None:
         super().__init__()
         self.space = get_space(space)
         self.resolution = resolution or self.space.input_size
-        layers, prefix, suffix, _ = _candidate_traces(self.space, self.resolution)
+        layers, prefix, suffix, _ = candidate_traces(self.space, self.resolution)
         if len(costs.per_layer) != len(layers) or any(
                 len(row) != len(candidates) for row, candidates in zip(costs.per_layer, layers,
                                                                        strict=True)):
@@ -186,7 +236,7 @@ class Supernet(nn.Module):
         self.costs = costs
         self.stem = nn.Sequential(*[build_plan(t) for t in prefix])
         self.layers = nn.ModuleList(
-            MixedOp([build_plan(t) for t in row], cost_row)
+            MixedOp([_build_candidate(t, fuse) for t in row], cost_row)
             for row, cost_row in zip(layers, costs.per_layer, strict=True))
         self.tail = nn.Sequential(*[build_plan(t) for t in suffix])
         last = suffix[-1] if suffix else layers[-1][0]
@@ -198,6 +248,8 @@ class Supernet(nn.Module):
         for i, row in enumerate(layers):
             mask[i, len(row):] = True
         self.register_buffer("theta_mask", mask, persistent=False)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter but θ (trained by the weight optimiser)."""
@@ -235,7 +287,7 @@ class Supernet(nn.Module):
         one path across processes)."""
         if weights is None:
             weights, indices = self.sample_weights(tau, mode)
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=self.memory_format))
         cost = x.new_tensor(self.costs.fixed)
         for i, layer in enumerate(self.layers):
             w = weights[i, : len(layer.candidates)]
@@ -262,3 +314,40 @@ class Supernet(nn.Module):
 
     def analytic_cost(self, choices: Sequence[int]):
         return spec_cost(self.arch_spec(choices), self.resolution)
+
+
+def subnet_state_dict(supernet: Supernet, choices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The supernet's weights of one architecture, keyed as the model built from its arch def.
+
+    ``build_model(supernet.arch_def(choices), num_classes).load_state_dict(...)`` then gives a
+    network whose forward equals the supernet's single-path forward through ``choices`` (the
+    way to fine-tune a derived subnet from the supernet instead of from scratch). Tensors are
+    copies in the default memory format.
+
+    Example:
+        >>> from fbnas import build_model
+        >>> net = Supernet("fbnet_v1_cifar", layer_costs("fbnet_v1_cifar", resolution=32,
+        ...                num_classes=10), num_classes=10)
+        >>> choices = net.derive()
+        >>> model = build_model(net.arch_def(choices), num_classes=10)
+        >>> model.load_state_dict(subnet_state_dict(net, choices))
+        <All keys matched successfully>
+    """
+    supernet.space.check_choices(list(choices))
+    spec = supernet.arch_spec(choices)
+    builder = FBNetBuilder()
+    builder.add_basic_args(spec.basic_args)
+    traces = builder.trace(spec)
+    blocks = (list(supernet.stem)
+              + [layer.candidates[c] for layer, c in zip(supernet.layers, choices, strict=True)]
+              + list(supernet.tail))
+    if len(blocks) != len(traces):
+        raise ArchDefError(f"the arch def of {list(choices)} has {len(traces)} blocks, the "
+                           f"supernet path {len(blocks)}")
+    state: dict[str, torch.Tensor] = {}
+    parts = [(f"backbone.stages.xif{t.spec.stage_idx}_{t.spec.block_idx}.", block)
+             for t, block in zip(traces, blocks, strict=True)] + [("head.", supernet.head)]
+    for prefix, module in parts:
+        for key, value in module.state_dict().items():
+            state[prefix + key] = value.detach().clone(memory_format=torch.contiguous_format)
+    return state
