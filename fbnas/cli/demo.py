@@ -18,9 +18,7 @@ import click
 from fbnas.cli.format import human
 
 DEMO_SPACE = "fbnet_v1_tiny"
-DEMO_DATA = "digits"
 DEMO_RESOLUTION = 32
-DEMO_CLASSES = 10
 
 
 def _step(number: int, title: str) -> float:
@@ -57,11 +55,14 @@ def _table_progress(desc: str):
               help="Latency target as a share of the space's slowest network.")
 @click.option("--mode", type=click.Choice(["soft", "single-path"]), default="soft",
               show_default=True)
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="Dataset spec (10 classes): digits, or a proxy such as "
+                   "'digits?per_class=20' for a quicker run.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for latency measurement.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, mode: str,
-         threads: int, seed: int) -> None:
+         data_spec: str, threads: int, seed: int) -> None:
     """Runs the FBNet flow end to end on the embedded digits data (a few minutes, CPU).
 
     1. measures a latency table of the reduced FBNetV1 space (7 layers x 9 candidates,
@@ -75,15 +76,17 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     from fbnas.cost.device_tables import space_networks
     from fbnas.cost.latency import DeviceInfo, measure
     from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, measure_table
+    from fbnas.data import open_datasets
     from fbnas.search import get_space
     from fbnas.search.dnas.search import DNASConfig, run_search
     from fbnas.search.dnas.supernet import layer_costs
 
+    num_classes = open_datasets(data_spec, DEMO_RESOLUTION).num_classes  # a bad spec fails now
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     space = get_space(DEMO_SPACE)
     click.echo(f"fbnas demo -> {out}/  (space {space.name}: {space.num_layers} layers x 9 "
-               f"candidates, {space.size:.2g} architectures; data: digits at "
+               f"candidates, {space.size:.2g} architectures; data: {data_spec} at "
                f"{DEMO_RESOLUTION}x{DEMO_RESOLUTION})", err=True)
 
     # 1. latency table ------------------------------------------------------------------
@@ -93,14 +96,14 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     table = (LatencyTable.load(lut_path, expect=device) if lut_path.exists()
              else LatencyTable(device))
     networks, calibration = space_networks(space, DEMO_RESOLUTION, 1, 5,
-                                           num_classes=DEMO_CLASSES)
+                                           num_classes=num_classes)
     bar, update = _table_progress("      blocks")
     try:
         measure_table(table, networks, BuildSettings(threads=threads), lut_path, update,
                       calibration=calibration)
     finally:
         bar.close()
-    costs = layer_costs(space, "latency", table, DEMO_RESOLUTION, num_classes=DEMO_CLASSES)
+    costs = layer_costs(space, "latency", table, DEMO_RESOLUTION, num_classes=num_classes)
     target = max(target_share * costs.most_expensive, costs.cheapest * 1.05)
     _done(start, f"{len(table)} entries, calibration x{table.scale:.3f} + "
                  f"{table.calibration.offset_ms:.3f} ms; networks of the space cost "
@@ -127,7 +130,7 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
             (out / "search" / "last.pt").unlink(missing_ok=True)
     bar, update = _progress()
     try:
-        result = run_search(space, DEMO_DATA, config, out / "search", table, resume=True,
+        result = run_search(space, data_spec, config, out / "search", table, resume=True,
                             progress=update)
     finally:
         bar.close()
@@ -139,7 +142,6 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     # 3. training -----------------------------------------------------------------------
     start = _step(3, f"training the derived network ({train_epochs} epochs, recipe digits)")
     from fbnas.cli.train import ConsoleProgress
-    from fbnas.data import open_datasets
     from fbnas.train.config import load_recipe
     from fbnas.train.trainer import Trainer
     from fbnas.zoo.model import build_model
@@ -148,7 +150,7 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     recipe = load_recipe("digits")
     recipe = recipe.replace(epochs=train_epochs, seed=seed,
                             warmup_epochs=min(recipe.warmup_epochs, train_epochs - 1))
-    data = open_datasets(DEMO_DATA, recipe.resolution, recipe.augment)
+    data = open_datasets(data_spec, recipe.resolution, recipe.augment)
     torch.manual_seed(seed)
     model = build_model(arch_def, num_classes=data.num_classes)
     trainer = Trainer(model, recipe, data, out_dir=out / "train", device="cpu",
@@ -179,20 +181,20 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
         rows_markdown,
     )
 
-    items = arch_items(arch_def, DEMO_RESOLUTION, DEMO_CLASSES, name="derived")
+    items = arch_items(arch_def, DEMO_RESOLUTION, num_classes, name="derived")
     missing = table.missing(items.keys)
     if missing:
         measure_table(table, [items], BuildSettings(threads=threads), lut_path)
     predicted = table.predict(items).predicted_ms
     measured = min(measure(trained, shape, threads=threads, budget_s=0.5).median_ms
                    for _ in range(3))
-    rows = architecture_rows(arch_def, DEMO_RESOLUTION, DEMO_CLASSES, table, threads=threads)
+    rows = architecture_rows(arch_def, DEMO_RESOLUTION, num_classes, table, threads=threads)
     history = result.history
     plot_theta(history, read_candidates(out / "search"), out / "theta.png")
     plot_search_curves(history, out / "curves.png", target, train_history)
     record = json.loads((out / "search" / "arch.json").read_text())
     summary = {
-        "space": space.name, "data": DEMO_DATA, "resolution": DEMO_RESOLUTION,
+        "space": space.name, "data": data_spec, "resolution": DEMO_RESOLUTION,
         "target_ms": target, "derived": result.choice_names,
         "predicted_ms": predicted, "measured_ms": measured,
         "prediction_error": predicted / measured - 1,

@@ -104,6 +104,16 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
               help="Anneal tau to this by the last epoch (default: x0.956 per epoch).")
 @click.option("--alternate", type=click.Choice(["epoch", "step"]), default="epoch",
               show_default=True)
+@click.option("--w-lr", type=click.FloatRange(min=0, min_open=True), default=0.1,
+              show_default=True, help="SGD learning rate of the weights.")
+@click.option("--theta-lr", type=click.FloatRange(min=0, min_open=True), default=0.01,
+              show_default=True,
+              help="Adam learning rate of theta (the paper's 0.01 suits ~90 epochs; short "
+                   "searches need ~0.1-0.2 for theta to decide).")
+@click.option("--target-band", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.05, show_default=True,
+              help="With a target: derive the argmax if its cost is within this share of "
+                   "the target, else the most probable architecture within it.")
 @click.option("--resolution", "-r", type=click.IntRange(min=8))
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for latency measurement.")
@@ -116,14 +126,17 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
 def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: Path | None,
                 cost: str, target_ms: float | None, target_macs: float | None, mode: str,
                 epochs: int, warmup_epochs: int, batch_size: int, loss_form: str, alpha: float,
-                beta: float, tau_final: float | None, alternate: str, resolution: int | None,
+                beta: float, tau_final: float | None, alternate: str, w_lr: float,
+                theta_lr: float, target_band: float, resolution: int | None,
                 threads: int, seed: int, resume: bool, nproc: int | None, out: Path) -> None:
     """Searches a space with FBNetV1's Gumbel-softmax supernet and a cost-aware loss.
 
     Writes RUN/metrics.jsonl (per epoch: losses, accuracy, tau, theta entropy, expected
-    cost), RUN/theta.json, RUN/last.pt, and the derived RUN/arch.json plus architectures
-    sampled from the final distribution under RUN/samples/ — arch files every other
-    command accepts (fbnas train RUN/arch.json ...).
+    cost), RUN/theta.json, RUN/last.pt, the plots RUN/theta.png (theta per layer over
+    epochs) and RUN/curves.png (cost, accuracy, tau, entropy), and the derived
+    RUN/arch.json plus architectures sampled from the final distribution under
+    RUN/samples/ — arch files every other command accepts (fbnas train RUN/arch.json ...,
+    fine-tuned from the supernet with --init-from-supernet RUN).
 
     Multi-process: --nproc N runs N processes here (gloo); or run `torchrun
     --nproc-per-node N -m fbnas search dnas ...`. Each process takes its slice of every
@@ -148,7 +161,7 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
                         batch_size=batch_size, loss_form=loss_form, alpha=alpha,  # type: ignore
                         beta=beta, target=target, tau_final=tau_final,
                         alternate=alternate, cost=cost, resolution=resolution,  # type: ignore
-                        seed=seed)
+                        seed=seed, w_lr=w_lr, theta_lr=theta_lr, target_band=target_band)
     context = init_distributed("cpu")
     try:
         table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,
@@ -164,6 +177,10 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
         shutdown_distributed()
     if not context.is_main:
         return
+    from fbnas.search.dnas.report import plot_search_curves, plot_theta, read_candidates
+
+    plot_theta(result.history, read_candidates(out), out / "theta.png")
+    plot_search_curves(result.history, out / "curves.png", target)
     last = result.history[-1]
     unit = "ms" if cost == "latency" else cost
     click.echo(f"searched {epochs} epochs: val top-1 of the argmax path {last['val_top1']:.1%}, "
@@ -173,9 +190,13 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
     click.echo(table(["layer", "derived block"], rows, align_right=[True, False]))
     record = json.loads((out / "arch.json").read_text())
     extra = f", predicted {record['predicted_ms']:.2f} ms" if "predicted_ms" in record else ""
+    if record["derived"] != "argmax":
+        extra += (f" — {record['derived']} (the plain argmax would cost "
+                  f"{human(record['argmax_cost'])} {unit})")
     click.echo(f"\n{out / 'arch.json'}: {human(record['params'])} params, "
                f"{human(record['macs'])} MACs{extra}; {len(result.samples)} sampled "
-               f"architectures in {out / 'samples'}/")
+               f"architectures in {out / 'samples'}/; plots {out / 'theta.png'}, "
+               f"{out / 'curves.png'}")
 
 
 search.add_command(search_width)

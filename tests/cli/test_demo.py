@@ -15,7 +15,8 @@ from fbnas.search.dnas.report import RunFolderError, read_history
 
 def run_demo(out, *extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "fbnas", "demo", "--out", str(out),
-                           "--search-epochs", "2", "--train-epochs", "1", *extra],
+                           "--search-epochs", "2", "--train-epochs", "2",
+                           "--data", "digits?per_class=20", *extra],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc
