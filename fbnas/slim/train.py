@@ -52,7 +52,6 @@ from fbnas.train.config import RecipeError, TrainConfig
 from fbnas.train.distributed import DistContext
 from fbnas.train.trainer import (
     EvalResult,
-    StepInfo,
     Trainer,
     TrainListener,
     _autocast,
@@ -349,24 +348,6 @@ class SandwichTrainer(Trainer):
         finally:
             model.set_wm(model.full_wm())
         return self._finish_step(images.shape[0], loss_largest)
-
-    def _finish_step(self, batch: int, loss: torch.Tensor) -> torch.Tensor:
-        """Clipping, the optimizer step, EMA, schedule, epoch totals, listeners (as Trainer)."""
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        lr = self.lr
-        self.optimizer.step()
-        self.step += 1
-        if self.ema is not None:
-            self.ema.update(self.model, step=self.step)
-        self.scheduler.step_update(self.step)
-        self._epoch_loss += loss * batch
-        self._epoch_images += batch
-        info = StepInfo(self.epoch + 1, self.step, self.step - self.epoch * self.steps_per_epoch,
-                        self.steps_per_epoch, batch * self.context.world_size, loss, lr)
-        for listener in self.listeners:
-            listener.on_step_end(self, info)
-        return loss
 
     # ----------------------------------------------------------------- evaluation
 

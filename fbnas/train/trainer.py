@@ -573,6 +573,12 @@ class Trainer:
             loss = self.criterion(logits.float(), soft_targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return self._finish_step(images.shape[0], loss.detach())
+
+    def _finish_step(self, batch: int, loss: torch.Tensor) -> torch.Tensor:
+        """After the gradients of a step exist: clipping, the optimizer step, EMA, the LR
+        schedule, epoch totals and listeners. Subclasses with their own forward/backward
+        (the sandwich rule of ``fbnas.slim.train``) end their step here too."""
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         lr = self.lr
@@ -581,12 +587,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, step=self.step)
         self.scheduler.step_update(self.step)
-        loss = loss.detach()
-        self._epoch_loss += loss * images.shape[0]
-        self._epoch_images += images.shape[0]
+        self._epoch_loss += loss * batch
+        self._epoch_images += batch
         info = StepInfo(self.epoch + 1, self.step, self.step - self.epoch * self.steps_per_epoch,
-                        self.steps_per_epoch, images.shape[0] * self.context.world_size,
-                        loss, lr)
+                        self.steps_per_epoch, batch * self.context.world_size, loss, lr)
         for listener in self.listeners:
             listener.on_step_end(self, info)
         return loss
