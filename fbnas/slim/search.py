@@ -28,14 +28,13 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import logging
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +49,7 @@ from fbnas.slim.extract import extract_arch_spec, extract_subnet
 from fbnas.slim.latency import WidthLatencyModel
 from fbnas.slim.models import SlimFBNet
 from fbnas.slim.train import calibration_loader, recalibrate_bn
+from fbnas.train.config import reject_unknown_keys
 from fbnas.train.trainer import evaluate
 
 logger = logging.getLogger(__name__)
@@ -113,12 +113,7 @@ class WidthSearchConfig:
     def from_dict(cls, data: Mapping[str, Any], source: str = "width search"
                   ) -> WidthSearchConfig:
         """Builds settings from plain data; an unknown key is refused with close matches."""
-        known = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=2)
-                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-                raise SlimConfigError(f"{source}: unknown key {key!r}{hint}")
+        reject_unknown_keys(data, cls, source, SlimConfigError)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

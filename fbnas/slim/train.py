@@ -31,11 +31,10 @@ listeners all work unchanged::
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +47,7 @@ from fbnas.data.datasets import ImageDatasets
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.models import SlimFBNet, build_slim_model
 from fbnas.train import checkpoint as ckpt
-from fbnas.train.config import RecipeError, TrainConfig
+from fbnas.train.config import RecipeError, TrainConfig, reject_unknown_keys
 from fbnas.train.distributed import DistContext
 from fbnas.train.trainer import (
     EvalResult,
@@ -112,12 +111,7 @@ class SandwichConfig:
         Raises:
             RecipeError: an unknown key (with the closest names) or a bad value.
         """
-        known = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=2)
-                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-                raise RecipeError(f"{source}: unknown key {key!r}{hint}")
+        reject_unknown_keys(data, cls, source)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,13 +311,7 @@ class SandwichTrainer(Trainer):
         clipping, EMA, per-step learning rate, listeners): only the forward/backward part
         runs once per width, gradients accumulating.
         """
-        images = images.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        soft_targets = targets
-        if self.mixup is not None:
-            images, soft_targets = self.mixup(images, targets)
+        images, soft_targets = self._prepare_batch(images, targets)
         model = self.slim_model
         wms = self.step_widths(self.step)
         self.optimizer.zero_grad(set_to_none=True)

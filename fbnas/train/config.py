@@ -31,6 +31,19 @@ class RecipeError(ValueError):
     """A recipe with an unknown key or a bad value; the message names the key (and file)."""
 
 
+def reject_unknown_keys(data: Mapping[str, Any], cls: type, source: str,
+                        error: type[Exception] = RecipeError) -> None:
+    """Raises ``error`` naming ``source`` for the first key of ``data`` that is not a field
+    of the dataclass ``cls``, with the closest field names: every settings ``from_dict``
+    of fbnas (recipes, sandwich training, width search) refuses unknown keys alike."""
+    known = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=2)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise error(f"{source}: unknown key {key!r}{hint}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A training recipe.
@@ -156,12 +169,7 @@ class TrainConfig:
         if not isinstance(data, Mapping):
             raise RecipeError(f"{source}: a recipe must be a mapping of keys to values, got "
                               f"{type(data).__name__}")
-        known = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=2)
-                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-                raise RecipeError(f"{source}: unknown key {key!r}{hint}")
+        reject_unknown_keys(data, cls, source)
         try:
             return cls(**data)
         except RecipeError as exc:

@@ -561,19 +561,25 @@ class Trainer:
         Mixup/CutMix, the loss, gradient clipping, the EMA update and the per-step learning
         rate all happen here, so callers driving their own loop get the whole recipe.
         """
-        images = images.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        soft_targets = targets
-        if self.mixup is not None:
-            images, soft_targets = self.mixup(images, targets)
+        images, soft_targets = self._prepare_batch(images, targets)
         with _autocast(self.device, self.use_amp):
             logits = self.ddp_model(images)
             loss = self.criterion(logits.float(), soft_targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return self._finish_step(images.shape[0], loss.detach())
+
+    def _prepare_batch(self, images: torch.Tensor, targets: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, training targets) on the device: channels-last if the recipe asks,
+        mixed by Mixup/CutMix if enabled (the targets are then soft)."""
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.mixup is not None:
+            return self.mixup(images, targets)
+        return images, targets
 
     def _finish_step(self, batch: int, loss: torch.Tensor) -> torch.Tensor:
         """After the gradients of a step exist: clipping, the optimizer step, EMA, the LR
