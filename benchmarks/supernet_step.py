@@ -6,26 +6,33 @@ noise, cost-aware loss, backward, optimizer step) on random images and labels:
 * ``w`` steps update the weights (SGD), ``theta`` steps update θ (Adam);
 * ``baseline``: the mixed op the public FBNet implementations write (a loop over candidates
   summing ``w_i * b_i(x)``, NCHW) and their θ step, which back-propagates into the weights
-  too (``loss.backward()``, then only the θ optimizer steps). Written here, not in the
-  library; it is built from the same blocks and initialised with the same seed;
-* ``fbnas``: :class:`fbnas.search.dnas.Supernet` as the search uses it (fused candidates,
-  channels_last, ``backward(inputs=...)`` so the θ step computes no weight gradients), in
-  ``soft`` and ``single-path`` mode;
-* with ``--ablation``, the library supernet with fusion and/or channels_last switched off,
-  to see what each part contributes.
+  too (``loss.backward()``, then only the θ optimizer steps), in a process with glibc's
+  default allocator. Written here, not in the library; built from the same blocks and
+  initialised with the same seed;
+* ``baseline+malloc``: the same baseline in a process with fbnas's allocator setting
+  (:func:`fbnas.train.memory.keep_freed_memory`), to separate what the setting gives from
+  what the supernet's own code gives;
+* ``fbnas``: :class:`fbnas.search.dnas.Supernet` as ``fbnas search dnas`` runs it
+  (channels_last, mixture weights folded into the last BN, ``backward(inputs=...)`` so the θ
+  step computes no weight gradients, the allocator setting), in ``soft`` and
+  ``single-path`` mode;
+* with ``--ablation``: fbnas with glibc's default allocator, and fbnas in NCHW.
 
-Method: every configuration gets ``--warmup`` untimed steps, then timed steps (at least
-``--steps`` and at least ``--min-seconds``) per round; rounds interleave the configurations
-(in a rotated order) so that machine noise hits all of them, and each round re-seeds the RNG
-so that single-path configurations draw the same paths. Reported: images/s as the median over
-rounds (min-max), and the ratio to the baseline's step of the same kind, computed per round
-(median, min-max). Soft baseline steps are the reference for single-path steps too.
+Method: each group of configurations runs in a fresh process per round (the allocator
+setting is process-wide; a fresh process also starts every round from the same memory
+state). In it every configuration gets ``--warmup`` untimed steps, then timed steps (at least
+``--steps`` and at least ``--min-seconds``); rounds rotate the order of the groups so that
+machine noise hits all of them, and re-seed the RNG so that single-path configurations draw
+the same paths. Reported: images/s as the median over rounds (min-max), and the ratio to the
+baseline's step of the same kind, computed per round (median, min-max). Soft baseline steps
+are the reference for single-path steps too.
 
-Peak memory (Linux): around each configuration's timed steps, free heap memory is returned to
-the OS (``malloc_trim``), the RSS is read and the process's peak-RSS mark is reset
-(``/proc/self/clear_refs``); reported is the peak RSS minus that RSS, the median over rounds.
-That is the resident memory a step needs on top of the model, gradients and optimizer state
-(activations kept for backward, temporaries, allocator slack), not a count of live tensors.
+Peak memory (Linux): after the timed steps, free heap memory is returned to the OS
+(``malloc_trim``), the RSS is read and the process's peak-RSS mark is reset
+(``/proc/self/clear_refs``); one more step runs and the peak RSS minus that RSS is reported,
+the median over rounds. That is the resident memory a step needs on top of the model,
+gradients and optimizer state (activations kept for backward, temporaries, allocator
+slack), not a count of live tensors.
 
     python benchmarks/supernet_step.py --space fbnet_v1_cifar --resolution 32 --batch 64
 """
@@ -36,6 +43,7 @@ import argparse
 import ctypes
 import json
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -51,6 +59,7 @@ from fbnas.builder import build_plan
 from fbnas.search.dnas import CostLoss, LayerCosts, Supernet, layer_costs
 from fbnas.search.dnas.supernet import candidate_traces
 from fbnas.search.space import get_space
+from fbnas.train.memory import keep_freed_memory
 from fbnas.zoo.model import ClsConvHead
 
 NUM_CLASSES = 10
@@ -110,43 +119,52 @@ class LoopSupernet(nn.Module):
 
 
 @dataclass(frozen=True)
-class Config:
-    """One timed configuration: which model, which mode, which step."""
+class Group:
+    """Models that run in one worker process, and that process's allocator."""
 
     name: str
-    model: str
+    model: str  # "baseline" or "fbnas"
+    channels_last: bool = True
+    tuned_malloc: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """One timed configuration: which group, which mode, which step."""
+
+    group: str
     mode: str
     kind: str  # "w" or "theta"
 
     @property
-    def reference(self) -> str:
-        """The baseline configuration this one is compared with."""
-        return f"baseline soft {self.kind}"
+    def name(self) -> str:
+        return f"{self.group} {self.mode} {self.kind}"
 
 
-MODELS: dict[str, dict[str, bool]] = {
-    "fbnas": {"fuse": True, "channels_last": True},
-    "fbnas unfused": {"fuse": False, "channels_last": True},
-    "fbnas NCHW": {"fuse": True, "channels_last": False},
-    "fbnas unfused NCHW": {"fuse": False, "channels_last": False},
-}
+GROUPS = {g.name: g for g in (
+    Group("baseline", "baseline", channels_last=False, tuned_malloc=False),
+    Group("baseline+malloc", "baseline", channels_last=False),
+    Group("fbnas", "fbnas"),
+    Group("fbnas default-malloc", "fbnas", tuned_malloc=False),
+    Group("fbnas NCHW", "fbnas", channels_last=False),
+)}
+REFERENCES = ("baseline", "baseline+malloc")
 
 
 def configs(ablation: bool) -> list[Config]:
-    out = [Config(f"baseline soft {k}", "baseline", "soft", k) for k in ("w", "theta")]
-    for mode in ("soft", "single-path"):
-        out += [Config(f"fbnas {mode} {k}", "fbnas", mode, k) for k in ("w", "theta")]
+    out = [Config(g, "soft", k) for g in REFERENCES for k in ("w", "theta")]
+    out += [Config("fbnas", mode, k) for mode in ("soft", "single-path") for k in ("w", "theta")]
     if ablation:
-        for model in ("fbnas unfused NCHW", "fbnas unfused", "fbnas NCHW"):
-            out += [Config(f"{model} soft {k}", model, "soft", k) for k in ("w", "theta")]
+        out += [Config(g, "soft", k) for g in ("fbnas default-malloc", "fbnas NCHW")
+                for k in ("w", "theta")]
     return out
 
 
-def build(model: str, space: str, costs: LayerCosts, resolution: int) -> nn.Module:
+def build(group: Group, space: str, costs: LayerCosts, resolution: int) -> nn.Module:
     torch.manual_seed(0)
-    if model == "baseline":
+    if group.model == "baseline":
         return LoopSupernet(space, costs, resolution)
-    return Supernet(space, costs, NUM_CLASSES, resolution, **MODELS[model])
+    return Supernet(space, costs, NUM_CLASSES, resolution, channels_last=group.channels_last)
 
 
 class Stepper:
@@ -185,19 +203,50 @@ def _batch(batch: int, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def time_config(stepper: Stepper, config: Config, x: torch.Tensor, y: torch.Tensor,
-                warmup: int, steps: int, min_seconds: float, seed: int) -> tuple[float, float]:
-    """(images/s, peak step MB) over at least ``steps`` steps and ``min_seconds``, after
-    ``warmup`` untimed steps."""
+                warmup: int, steps: int, min_seconds: float, seed: int) -> float:
+    """Images/s over at least ``steps`` steps and ``min_seconds``, after ``warmup`` untimed
+    steps."""
     torch.manual_seed(seed)
     for _ in range(warmup):
         stepper.step(x, y, config.mode, config.kind)
-    with PeakRSS() as memory:
-        done, start = 0, time.perf_counter()
-        while done < steps or time.perf_counter() - start < min_seconds:
-            stepper.step(x, y, config.mode, config.kind)
-            done += 1
-        elapsed = time.perf_counter() - start
-    return done * x.shape[0] / elapsed, memory.step_mb
+    done, start = 0, time.perf_counter()
+    while done < steps or time.perf_counter() - start < min_seconds:
+        stepper.step(x, y, config.mode, config.kind)
+        done += 1
+    return done * x.shape[0] / (time.perf_counter() - start)
+
+
+def run_group(group: Group, todo: list[Config], args: argparse.Namespace,
+              seed: int) -> dict[str, tuple[float, float]]:
+    """In a fresh process: {config name: (images/s, step MB)} for the group's configurations."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if group.tuned_malloc and not keep_freed_memory():
+        raise RuntimeError("the allocator setting is not available here (glibc Linux only)")
+    costs = layer_costs(args.space, "macs", resolution=args.resolution,
+                        num_classes=NUM_CLASSES)
+    stepper = Stepper(build(group, args.space, costs, args.resolution), costs,
+                      group.model == "baseline")
+    x, y = _batch(args.batch, args.resolution)
+    rates = {c.name: time_config(stepper, c, x, y, args.warmup, args.steps, args.min_seconds,
+                                 seed) for c in todo}
+    out = {}
+    for c in todo:
+        torch.manual_seed(seed)
+        with PeakRSS() as memory:
+            stepper.step(x, y, c.mode, c.kind)
+        out[c.name] = (rates[c.name], memory.step_mb)
+    return out
+
+
+def _worker(group: Group, todo: list[Config], args: argparse.Namespace, seed: int,
+            conn) -> None:
+    try:
+        conn.send(run_group(group, todo, args, seed))
+    except BaseException as exc:  # the parent reports it; a worker has no terminal of its own
+        conn.send(exc)
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- memory
@@ -256,54 +305,64 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="least timed steps per round")
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="least timed seconds per configuration and round")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed steps per configuration and round (the first steps of "
+                             "a process page-fault their activations in)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ablation", action="store_true",
-                        help="also time the library supernet without fusion/channels_last")
+                        help="also time fbnas with glibc's default allocator and in NCHW")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    costs = layer_costs(args.space, "macs", resolution=args.resolution,
-                        num_classes=NUM_CLASSES)
     todo = configs(args.ablation)
-    steppers = {m: Stepper(build(m, args.space, costs, args.resolution), costs,
-                           m == "baseline")
-                for m in dict.fromkeys(c.model for c in todo)}
-    x, y = _batch(args.batch, args.resolution)
+    groups = list(dict.fromkeys(c.group for c in todo))
+    context = multiprocessing.get_context("spawn")
     load_before = os.getloadavg()
     rates: dict[str, list[float]] = {c.name: [] for c in todo}
     memory: dict[str, list[float]] = {c.name: [] for c in todo}
     for r in range(args.rounds):
-        order = todo[r % len(todo):] + todo[:r % len(todo)]
-        for config in order:
-            rate, step_mb = time_config(steppers[config.model], config, x, y, args.warmup,
-                                        args.steps, args.min_seconds, seed=r)
-            rates[config.name].append(rate)
-            memory[config.name].append(step_mb)
-            print(f"round {r + 1}: {config.name:32s} {rate:8.2f} img/s {step_mb:7.0f} MB "
-                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        for name in groups[r % len(groups):] + groups[:r % len(groups)]:
+            mine = [c for c in todo if c.group == name]
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_worker, args=(GROUPS[name], mine, args, r, send))
+            process.start()
+            send.close()
+            result = receive.recv()
+            process.join()
+            if isinstance(result, BaseException):
+                raise RuntimeError(f"group {name!r} failed in round {r + 1}") from result
+            for config in mine:
+                rate, step_mb = result[config.name]
+                rates[config.name].append(rate)
+                memory[config.name].append(step_mb)
+                print(f"round {r + 1}: {config.name:36s} {rate:8.2f} img/s {step_mb:7.0f} MB "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
     load_after = os.getloadavg()
 
+    threads = args.threads or torch.get_num_threads()
     print(f"\n{args.space} {args.resolution}px batch {args.batch}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {_cpu_name()}")
+          f"{threads} threads, {_cpu_name()}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); "
           f"{args.rounds} rounds")
-    print(f"{'configuration':32s} {'images/s':>24s} {'x baseline':>22s} {'step MB':>9s}")
+    print(f"{'configuration':36s} {'images/s':>22s} {'x baseline':>18s} "
+          f"{'x baseline+malloc':>18s} {'step MB':>8s}")
     results = []
     for config in todo:
-        ref = rates[config.reference]
-        ratios = [a / b for a, b in zip(rates[config.name], ref, strict=True)]
-        print(f"{config.name:32s} {_spread(rates[config.name], lambda v: f'{v:.2f}'):>24s} "
-              f"{_spread(ratios, lambda v: f'{v:.2f}'):>22s} "
-              f"{statistics.median(memory[config.name]):9.0f}")
-        results.append({"config": config.__dict__, "images_per_s": rates[config.name],
-                        "ratio": ratios, "step_mb": memory[config.name]})
+        ratios = {ref: [a / b for a, b in zip(rates[config.name],
+                                               rates[f"{ref} soft {config.kind}"], strict=True)]
+                  for ref in REFERENCES}
+        print(f"{config.name:36s} {_spread(rates[config.name], lambda v: f'{v:.2f}'):>22s} "
+              + " ".join(f"{_spread(ratios[ref], lambda v: f'{v:.2f}'):>18s}"
+                         for ref in REFERENCES)
+              + f" {statistics.median(memory[config.name]):8.0f}")
+        results.append({"config": {"group": config.group, "mode": config.mode,
+                                   "kind": config.kind},
+                        "images_per_s": rates[config.name], "ratio": ratios,
+                        "step_mb": memory[config.name]})
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"space": args.space, "resolution": args.resolution,
                        "batch": args.batch, "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "cpu": _cpu_name(),
+                       "threads": threads, "cpu": _cpu_name(),
                        "load_before": load_before, "load_after": load_after,
                        "results": results}, fh, indent=1)
 

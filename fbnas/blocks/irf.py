@@ -154,12 +154,22 @@ class IRFBlock(nn.Module):
         if plan.last_act is not None:
             self.relu = plan.last_act.build()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        for name in ("pw", "shuffle", "upsample", "dw", "se", "pwl"):
+    def projection_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the 1x1 projection (``pwl``): the hidden activation it reads.
+
+        The DNAS supernet runs the projection itself, with its mixture weight folded into BN.
+        """
+        for name in ("pw", "shuffle", "upsample", "dw", "se"):
             part = getattr(self, name, None)
             if part is not None:
-                y = part(y)
+                x = part(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.projection_input(x)
+        pwl = getattr(self, "pwl", None)
+        if pwl is not None:
+            y = pwl(y)
         if self.res_conn is not None:
             y = self.res_conn(y, x)
         relu = getattr(self, "relu", None)

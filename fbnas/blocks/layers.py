@@ -409,7 +409,14 @@ class ChannelShuffle(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        g = self.groups
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # Shuffle within each pixel's channel vector so the result stays channels_last:
+            # an NCHW result here makes every following op run with mismatched layouts
+            # (the supernet's step got several times slower on such layers).
+            nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, g, c // g).transpose(3, 4)
+            return nhwc.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return x.view(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class TorchAdd(nn.Module):

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from fbnas.cli.format import human
+from fbnas.train.memory import keep_freed_memory
 
 DEMO_SPACE = "fbnet_v1_tiny"
 DEMO_RESOLUTION = 32
@@ -71,6 +72,7 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     ONNX and checks it with ONNX Runtime; 5. writes OUT/report.md with plots. Re-running
     with the same --out reuses the table.
     """
+    keep_freed_memory()  # steps reuse freed activation memory: fbnas.train.memory
     import torch
 
     from fbnas.cost.device_tables import space_networks

@@ -21,6 +21,7 @@ from fbnas.train.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from fbnas.train.memory import keep_freed_memory
 
 
 @click.group()
@@ -146,6 +147,7 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
     the path get no gradient on any process. Rank 0 alone writes RUN; --resume continues on
     any number of processes.
     """
+    keep_freed_memory()  # steps reuse freed activation memory: fbnas.train.memory
     from fbnas.search.dnas.search import DNASConfig, run_search
 
     if nproc is not None and nproc > 1:

@@ -22,6 +22,7 @@ from fbnas.train import checkpoint as ckpt
 from fbnas.train import from_supernet
 from fbnas.train.config import RecipeError, TrainConfig, load_recipe
 from fbnas.train.distributed import init_distributed, shutdown_distributed
+from fbnas.train.memory import keep_freed_memory
 from fbnas.train.regularize import load_init_weights, read_init_weights
 from fbnas.train.trainer import (
     StepInfo,
@@ -139,6 +140,7 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
     machines: run on each `torchrun --nnodes M --node-rank K --nproc-per-node N
     --rdzv-backend c10d --rdzv-endpoint HOST:PORT -m fbnas train ...`.
     """
+    keep_freed_memory()  # steps reuse freed activation memory: fbnas.train.memory
     if init_from is not None and supernet_run is not None:
         raise click.UsageError("give at most one of --init-from and --init-from-supernet")
     if nproc is not None and nproc > 1:

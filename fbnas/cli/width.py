@@ -39,6 +39,7 @@ from fbnas.slim.search import (
 )
 from fbnas.slim.train import SandwichConfig, SandwichTrainer, load_slim_checkpoint
 from fbnas.train import checkpoint as ckpt
+from fbnas.train.memory import keep_freed_memory
 from fbnas.zoo.checkpoint import CheckpointError
 
 TRAIN_DIR = "train"
@@ -175,6 +176,7 @@ def search_width(model_name: str, data_spec: str, target_macs: float | None,
     weights: `fbnas eval --ckpt OUT/subnet.pt`, or `--init-from` to fine-tune),
     OUT/candidates.jsonl and OUT/pareto.png (accuracy vs cost of every candidate).
     """
+    keep_freed_memory()  # steps reuse freed activation memory: fbnas.train.memory
     if (target_macs is None) == (target_ms is None):
         raise click.UsageError("give exactly one of --target-macs and --target-ms")
     try:

@@ -31,9 +31,9 @@ from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import ArchSpec
 from fbnas.arch.unify import unify_arch_def
 from fbnas.blocks import BLOCKS
+from fbnas.blocks.irf import IRFBlock, IRFPlan
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.analytic import spec_cost
-from fbnas.search.dnas.fused import FusedIRFCandidate, FusionPlan, build_candidate, fused_hidden
 from fbnas.search.space import SearchSpace, get_space
 from fbnas.zoo.model import ClsConvHead
 
@@ -143,27 +143,73 @@ def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
     return LayerCosts(rows, fixed, kind)
 
 
-def _build_candidate(trace: BlockTrace, fuse: bool) -> nn.Module:
-    """A candidate block; with ``fuse``, a fusable inverted residual as a FusedIRFCandidate."""
-    fused = build_candidate(trace.plan) if fuse else None
-    return fused if fused is not None else build_plan(trace)
+def _folds_weight(plan: object) -> bool:
+    """Whether ``w * block(x)`` of this plan's block can fold ``w`` into the block's last BN.
+
+    True for inverted residuals (the FBNet candidates) that end in a 1x1 projection with BN
+    and nothing after it but the residual add: ``w * (BN(z) + x) = BN_w(z) + w x`` where
+    ``BN_w`` has its affine weight and bias times ``w``.
+    """
+    if type(plan) is not IRFPlan or plan.last_act is not None or plan.drop_connect_rate:
+        return False
+    pwl = plan.pwl
+    return (pwl is not None and pwl.act is None and pwl.upsample == 1
+            and pwl.norm is not None and pwl.norm.name == "bn")
+
+
+def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * bn(x)`` in one pass: the scale multiplies BN's affine weight and bias.
+
+    Running statistics and ``num_batches_tracked`` are updated exactly as ``bn(x)`` would.
+    """
+    factor = 0.0
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
+                  else bn.momentum)
+    batch_stats = bn.training or bn.running_mean is None
+    keep = not bn.training or bn.track_running_stats
+    return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None,
+                        bn.weight * scale, bn.bias * scale, batch_stats, factor, bn.eps)
+
+
+class WeightedIRFBlock(IRFBlock):
+    """An inverted residual whose mixture weight folds into its last BN.
+
+    Called with the input alone it is exactly an :class:`IRFBlock` (single path, derive,
+    eval), with the same children and parameter names, so a derived subnet loads its weights.
+    Called with ``weight`` it returns ``weight * (block(x) - x)`` for a residual block and
+    ``weight * block(x)`` otherwise, in the cost of the block alone: the caller adds the
+    residual terms of a layer's candidates at once.
+    """
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is None:
+            return super().forward(x)
+        return scaled_batch_norm(self.pwl.bn, self.pwl.conv(self.projection_input(x)), weight)
+
+
+def _build_candidate(trace: BlockTrace) -> nn.Module:
+    if _folds_weight(trace.plan):
+        return WeightedIRFBlock(trace.plan)
+    return build_plan(trace)
 
 
 class MixedOp(nn.Module):
     """One searchable layer: candidate blocks and their weighted (or sampled) execution.
 
-    In soft mode the candidates that are :class:`FusedIRFCandidate` (inverted residuals
-    built with ``fuse=True``, see :mod:`fbnas.search.dnas.fused`) run their expansion and
-    depthwise convs as one op each, with the same result as running them one by one.
+    Soft mode computes ``Σ_i w_i b_i(x)`` candidate by candidate, as the paper does, with two
+    savings that leave the result unchanged: an inverted residual's weight is folded into its
+    last BN (:class:`WeightedIRFBlock`, no separate pass to scale its output), and the
+    residual terms ``w_i x`` of every residual candidate and of an identity ``skip`` are added
+    once, as ``(Σ w_i) x``. (Running the candidates fused, one expansion conv and one
+    depthwise conv per kernel size over concatenated channels, was measured slower on CPU:
+    the concatenated activations miss the cache and cost copies, docs/benchmarks.md.)
     """
 
     def __init__(self, candidates: Sequence[nn.Module], costs: Sequence[float]) -> None:
         super().__init__()
         self.candidates = nn.ModuleList(candidates)
-        parts = {i: c.parts for i, c in enumerate(self.candidates)
-                 if isinstance(c, FusedIRFCandidate)}
-        # Fusing a single candidate saves nothing; it then runs as its block.
-        self.fusion = FusionPlan.of(parts) if len(parts) > 1 else None
         self.register_buffer("costs", torch.tensor(list(costs), dtype=torch.float32),
                              persistent=False)
 
@@ -173,24 +219,11 @@ class MixedOp(nn.Module):
         candidate (single path, ``weights`` then a straight-through one-hot)."""
         if index is not None:
             return self.candidates[index](x) * weights[index]
-        if self.fusion is None:
-            out = None
-            for w, candidate in zip(weights, self.candidates, strict=True):
-                y = candidate(x) * w
-                out = y if out is None else out + y
-            return out
-        return self._fused_forward(x, weights)
-
-    def _fused_forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Σ_i w_i b_i(x) with shared expansion/depthwise convs; the terms w_i * x of every
-        residual candidate and of an identity ``skip`` are added once, as (Σ w_i) * x."""
-        hidden = fused_hidden(x, self.candidates, self.fusion)
         out = residual = None
-        for i, candidate in enumerate(self.candidates):
-            w = weights[i]
-            if i in hidden:
-                y = candidate(x, hidden[i], w, residual=False)
-                if candidate.parts.residual:
+        for w, candidate in zip(weights, self.candidates, strict=True):
+            if isinstance(candidate, WeightedIRFBlock):
+                y = candidate(x, w)
+                if candidate.res_conn is not None:
                     residual = w if residual is None else residual + w
             elif isinstance(candidate, nn.Identity):
                 candidate(x)  # no work; called so that module hooks see every candidate run
@@ -212,8 +245,6 @@ class Supernet(nn.Module):
         costs: per-candidate costs (:func:`layer_costs`), used for the expected cost.
         num_classes: classifier outputs.
         resolution: input size (default: the space's).
-        fuse: run the inverted-residual candidates of a layer fused in soft mode: the same
-            result from fewer, larger ops (``benchmarks/supernet_step.py`` measures it).
         channels_last: keep weights and activations in channels-last memory format; on CPU
             the depthwise convs' backward, which dominates the step in NCHW, is several times
             faster.
@@ -223,8 +254,7 @@ class Supernet(nn.Module):
     """
 
     def __init__(self, space: SearchSpace | str, costs: LayerCosts, num_classes: int = 10,
-                 resolution: int | None = None, fuse: bool = True,
-                 channels_last: bool = True) -> None:
+                 resolution: int | None = None, channels_last: bool = True) -> None:
         super().__init__()
         self.space = get_space(space)
         self.resolution = resolution or self.space.input_size
@@ -236,7 +266,7 @@ class Supernet(nn.Module):
         self.costs = costs
         self.stem = nn.Sequential(*[build_plan(t) for t in prefix])
         self.layers = nn.ModuleList(
-            MixedOp([_build_candidate(t, fuse) for t in row], cost_row)
+            MixedOp([_build_candidate(t) for t in row], cost_row)
             for row, cost_row in zip(layers, costs.per_layer, strict=True))
         self.tail = nn.Sequential(*[build_plan(t) for t in suffix])
         last = suffix[-1] if suffix else layers[-1][0]

@@ -1,17 +1,19 @@
-"""The fused supernet: same results as the unfused candidates, subnets load its weights."""
+"""The supernet's mixed op: its soft step equals the plain candidate loop, subnets load its
+weights, single-path leaves unsampled candidates alone."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fbnas import build_model
 from fbnas.arch import ArchDefError
 from fbnas.arch.spec import FrozenKwargs
+from fbnas.blocks.layers import ChannelShuffle
 from fbnas.search.dnas import Supernet, layer_costs, subnet_state_dict
-from fbnas.search.dnas.fused import FusedIRFCandidate, irf_parts
-from fbnas.search.dnas.supernet import candidate_traces
+from fbnas.search.dnas.supernet import WeightedIRFBlock, scaled_batch_norm
 from fbnas.search.space import Candidate, LayerChoice, SearchSpace, get_space
 
 SPACE = "fbnet_v1_cifar"
@@ -32,110 +34,129 @@ def _net(space, dtype=torch.float64, **kwargs: bool) -> Supernet:
     return Supernet(space, costs, 10, RES, **kwargs).to(dtype)
 
 
-def _pair(space, fuse_kwargs: dict[str, bool]) -> tuple[Supernet, Supernet]:
-    """(unfused NCHW, fused or as ``fuse_kwargs`` say) float64 supernets, equal weights."""
-    return _net(space, fuse=False, channels_last=False), _net(space, **fuse_kwargs)
-
-
 @pytest.fixture(scope="module")
 def fbnet() -> Supernet:
-    """The full fused fbnet_v1_cifar supernet (float32), shared: building it takes seconds."""
+    """The full fbnet_v1_cifar supernet (float32), shared: building it takes seconds."""
     return _net(SPACE, torch.float32)
 
 
-def _named(net: Supernet, what: str) -> dict[str, torch.Tensor]:
+def _loop_forward(net: Supernet, x: torch.Tensor,
+                  weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's supernet written out: Σ_i w_i b_i(x) per layer, each block called whole."""
+    x = net.stem(x)
+    cost = x.new_tensor(net.costs.fixed)
+    for i, layer in enumerate(net.layers):
+        w = weights[i, : len(layer.candidates)]
+        x = sum(w_i * block(x) for w_i, block in zip(w, layer.candidates, strict=True))
+        cost = cost + (w * layer.costs).sum()
+    return net.head(net.tail(x)), cost
+
+
+def _named(net: nn.Module, what: str) -> dict[str, torch.Tensor]:
     return dict(net.named_parameters() if what == "params" else net.named_buffers())
 
 
-def _assert_same_step(plain: Supernet, fused: Supernet, train: bool) -> None:
-    """One soft forward/backward with shared mixture weights gives equal logits, cost,
-    gradients of every parameter and θ, and running statistics."""
+def _assert_equals_the_loop(space, train: bool, **kwargs: bool) -> None:
+    """One soft forward/backward through the supernet and through the written-out loop (a
+    twin with equal weights, NCHW) gives equal logits, cost, gradients of every parameter and
+    of the mixture weights, and equal running statistics."""
+    net, twin = _net(space, **kwargs), _net(space, channels_last=False)
     x = torch.randn(4, 3, RES, RES, dtype=torch.float64)
     y = torch.arange(4) % 10
-    weights = plain.sample_weights(1.0, "soft")[0].detach()
+    weights = net.sample_weights(1.0, "soft")[0].detach()
     results = []
-    for net in (plain, fused):
-        net.train(train)
+    for model, forward in ((net, net.forward), (twin, lambda x, weights: _loop_forward(
+            twin, x, weights))):
+        model.train(train)
         w = weights.clone().requires_grad_()
-        logits, cost = net(x, weights=w)
+        logits, cost = forward(x, weights=w)
         (F.cross_entropy(logits, y) + cost / 1e7).backward()
         results.append((logits, cost, w.grad))
     (la, ca, wa), (lb, cb, wb) = results
-    torch.testing.assert_close(lb, la, rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(cb, ca)
-    torch.testing.assert_close(wb, wa, rtol=1e-8, atol=1e-10)
-    pa, pb = _named(plain, "params"), _named(fused, "params")
+    torch.testing.assert_close(la, lb, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(ca, cb)
+    torch.testing.assert_close(wa, wb, rtol=1e-8, atol=1e-10)
+    pa, pb = _named(net, "params"), _named(twin, "params")
     assert pa.keys() == pb.keys()
     for name, p in pa.items():
         if name == "theta":
             continue
         assert (p.grad is None) == (pb[name].grad is None), name
         if p.grad is not None:
-            torch.testing.assert_close(pb[name].grad, p.grad, rtol=1e-7, atol=1e-10,
+            torch.testing.assert_close(p.grad, pb[name].grad, rtol=1e-7, atol=1e-10,
                                        msg=name)
-    ba, bb = _named(plain, "buffers"), _named(fused, "buffers")
+    ba, bb = _named(net, "buffers"), _named(twin, "buffers")
     for name, b in ba.items():
-        torch.testing.assert_close(bb[name], b, rtol=1e-9, atol=1e-12, msg=name)
-
-
-def test_every_inverted_residual_of_the_fbnet_space_fuses(fbnet: Supernet) -> None:
-    fused = fbnet
-    names = [c.name for c in get_space(SPACE).layers[0].candidates]
-    for layer in fused.layers:
-        wrapped = [isinstance(c, FusedIRFCandidate) for c in layer.candidates]
-        assert wrapped == [name != "skip" for name in names]
-        # one expansion conv for e3/e6 of both kernels, one depthwise conv per kernel size
-        plan = layer.fusion
-        assert [[names[i] for i in g] for g in plan.pw_groups] == [
-            ["ir_k3_e3", "ir_k3_e6", "ir_k5_e3", "ir_k5_e6"]]
-        assert [[names[i] for i in g] for g in plan.dw_groups] == [
-            ["ir_k3_e1", "ir_k3_s2", "ir_k3_e3", "ir_k3_e6"],
-            ["ir_k5_e1", "ir_k5_s2", "ir_k5_e3", "ir_k5_e6"]]
-    assert fused.layers[3].candidates[2].pw.conv.weight.is_contiguous(
-        memory_format=torch.channels_last)
+        torch.testing.assert_close(b, bb[name], rtol=1e-9, atol=1e-12, msg=name)
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_fused_soft_step_equals_the_candidate_loop(train: bool) -> None:
-    plain, fused = _pair(TINY, {})
-    _assert_same_step(plain, fused, train)
+def test_soft_step_equals_the_candidate_loop(train: bool) -> None:
+    _assert_equals_the_loop(TINY, train)
 
 
-def test_fusion_alone_and_channels_last_alone_are_exact_too() -> None:
-    for kwargs in ({"channels_last": False}, {"fuse": False}):
-        plain, other = _pair(TINY, kwargs)
-        _assert_same_step(plain, other, train=True)
+def test_nchw_supernet_equals_the_loop_too() -> None:
+    _assert_equals_the_loop(TINY, train=True, channels_last=False)
 
 
-def test_mixed_activations_se_and_momentum_free_bn_group_or_run_alone() -> None:
-    """Candidates fuse only with candidates of the same norm and activation; SE blocks run
-    unfused; the result is the same whatever groups form."""
+def test_every_fbnet_inverted_residual_folds_its_weight_into_bn(fbnet: Supernet) -> None:
+    names = [c.name for c in get_space(SPACE).layers[0].candidates]
+    for layer in fbnet.layers:
+        folds = [isinstance(c, WeightedIRFBlock) for c in layer.candidates]
+        assert folds == [name != "skip" for name in names]
+    assert fbnet.layers[3].candidates[2].pw.conv.weight.is_contiguous(
+        memory_format=torch.channels_last)
+
+
+def test_other_blocks_run_whole_and_still_equal_the_loop() -> None:
+    """SE blocks, hswish, a last activation, drop-connect and momentum-free BN: blocks fold
+    their weight where that is exact, else run whole; the step equals the loop either way."""
     candidates = (
         Candidate("k3_e3", "ir_k3", {"expansion": 3}),
         Candidate("k5_e3_hs", "ir_k5", {"expansion": 3, "relu_args": "hswish"}),
-        Candidate("k3_e6", "ir_k3", {"expansion": 6}),
-        Candidate("k3_e1_hs", "ir_k3", {"expansion": 1, "relu_args": "hswish"}),
         Candidate("k3_se", "ir_k3_se", {"expansion": 3}),
         Candidate("k3_g2", "ir_k3_g2", {"expansion": 1, "pwl_groups": 2}),
+        Candidate("k3_last_act", "ir_k3", {"expansion": 3, "last_relu": True}),
         Candidate("skip", "skip"),
     )
     space = SearchSpace(
         "mixed", RES, prefix=((("conv_k3", 8, 2, 1),),),
         layers=(LayerChoice(1, 8, 1, candidates), LayerChoice(1, 16, 2, candidates)),
         suffix=())
-    plain, fused = _pair(space, {})
-    layer = fused.layers[0]
-    assert not isinstance(layer.candidates[4], FusedIRFCandidate)  # SE
-    assert layer.fusion.pw_groups == ((0, 2), (1,))
-    assert layer.fusion.dw_groups == ((0, 2, 5), (1,), (3,))
-    _assert_same_step(plain, fused, train=True)
-
-    costs = layer_costs(space, "macs", resolution=RES)
+    net = _net(space)
+    folds = [isinstance(c, WeightedIRFBlock) for c in net.layers[0].candidates]
+    assert folds == [True, True, True, True, False, False]
+    _assert_equals_the_loop(space, train=True)
     stale = SearchSpace("stale", RES, space.prefix, space.layers, (),
                         basic_args=FrozenKwargs({"bn_args": {"name": "bn", "momentum": None}}))
-    layers, _, _, _ = candidate_traces(stale, RES)
-    assert all(irf_parts(t.plan) is None for t in layers[0])
-    assert Supernet(stale, costs, 10, RES).layers[0].fusion is None
+    _assert_equals_the_loop(stale, train=True)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("train", [True, False])
+def test_scaled_batch_norm_is_scale_times_bn(momentum: float | None, train: bool) -> None:
+    a, b = nn.BatchNorm2d(5, momentum=momentum), nn.BatchNorm2d(5, momentum=momentum)
+    with torch.no_grad():
+        a.weight.uniform_(0.5, 1.5)
+        a.bias.uniform_(-1, 1)
+    b.load_state_dict(a.state_dict())
+    a.train(train)
+    b.train(train)
+    scale = torch.tensor(0.3)
+    for _ in range(3):
+        x = torch.randn(4, 5, 3, 3) * 2 + 1
+        torch.testing.assert_close(scaled_batch_norm(a, x, scale), scale * b(x))
+    for name, buffer in a.named_buffers():
+        torch.testing.assert_close(buffer, dict(b.named_buffers())[name], msg=name)
+
+
+def test_channel_shuffle_keeps_the_memory_format() -> None:
+    x = torch.randn(2, 8, 3, 3)
+    shuffle = ChannelShuffle(2)
+    plain, last = shuffle(x), shuffle(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(last, plain, rtol=0, atol=0)
+    torch.testing.assert_close(plain, F.channel_shuffle(x, 2), rtol=0, atol=0)
+    assert last.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_single_path_runs_one_block_and_leaves_the_others_without_gradients(
