@@ -81,6 +81,14 @@ def _resolve_recipe(config: str | None, overrides: tuple[str, ...],
                     flags: dict[str, Any]) -> TrainConfig:
     recipe = load_recipe(config).with_overrides(overrides)
     changes = {k: v for k, v in flags.items() if v is not None}
+    epochs = changes.get("epochs")
+    if epochs is not None and recipe.warmup_epochs >= epochs:
+        # A short smoke-test run (--epochs 1) meets a recipe's warm-up: say which two values
+        # clash and how to resolve it, rather than the recipe check's generic message.
+        raise click.UsageError(
+            f"--epochs {epochs} leaves no epoch after the recipe's warm-up (warmup_epochs "
+            f"{recipe.warmup_epochs:g}); add --set warmup_epochs=N with N < {epochs} "
+            f"(0 for none)")
     return recipe.replace(**changes) if changes else recipe
 
 
@@ -243,15 +251,30 @@ def _single() -> Any:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--wm", "wms", multiple=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Slim checkpoints: a uniform width multiplier to evaluate (repeatable; "
+                   "default: 1 and the training's smallest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution: int | None,
-                 batch_size: int, workers: int, device: str, as_json: bool) -> None:
+                 batch_size: int, workers: int, device: str, wms: tuple[float, ...],
+                 as_json: bool) -> None:
     """Evaluates a checkpoint on the validation split of --data: loss, top-1, top-5.
 
     ARCH may be left out when the checkpoint holds its arch def (fbnas checkpoints do);
-    the EMA weights are evaluated too when present.
+    the EMA weights are evaluated too when present. A slim (sandwich-trained) checkpoint is
+    evaluated at the widths --wm, each after recalibrating its batch-norm statistics on
+    training images as the training did.
     """
     state = ckpt.read_checkpoint(checkpoint)
+    if "slim" in (state.get("run_info") or {}):
+        if arch is not None:
+            raise click.UsageError(f"{checkpoint} is a slim training run and holds its "
+                                   f"network: leave out ARCH")
+        _eval_slim(checkpoint, state, data_spec, resolution, batch_size, workers, device,
+                   wms, as_json)
+        return
+    if wms:
+        raise click.UsageError(f"--wm is for slim training runs; {checkpoint} is not one")
     if arch is None and "arch_def" not in state:
         raise click.UsageError(f"{checkpoint} holds no arch def: name the ARCH")
     resolution = resolution or state.get("resolution")
@@ -285,6 +308,35 @@ def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution:
         click.echo(f"{key}: top-1 {r['top1']:.2f} %  top-5 {r['top5']:.2f} %  loss "
                    f"{r['loss']:.4f}  ({r['images']} images, {data.spec} at "
                    f"{data.resolution}x{data.resolution})")
+
+
+def _eval_slim(checkpoint: Path, state: dict[str, Any], data_spec: str,
+               resolution: int | None, batch_size: int, workers: int, device: str,
+               wms: tuple[float, ...], as_json: bool) -> None:
+    """``fbnas eval`` of a sandwich-trained checkpoint: every width of --wm, BN recalibrated."""
+    from fbnas.slim.train import evaluate_slim_checkpoint
+
+    recipe = TrainConfig.from_dict(state["config"], f"{checkpoint} config")
+    # The training's augmentation: the recalibration sees the images the training saw.
+    data = open_datasets(data_spec, resolution or state.get("resolution"), recipe.augment)
+    torch_device = resolve_device(device, _single())
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "data": str(data.spec),
+                               "resolution": data.resolution, "slim": True}
+    keys = ["model"] + (["model_ema"] if isinstance(state.get("model_ema"), dict) else [])
+    for key in keys:
+        scored = evaluate_slim_checkpoint(checkpoint, data, wms, use_ema=key == "model_ema",
+                                          batch_size=batch_size, workers=workers,
+                                          device=torch_device)
+        results[key] = [{"wm": wm, "loss": r.loss, "top1": r.top1, "top5": r.top5,
+                         "images": r.count} for wm, r in scored]
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for key in keys:
+        for r in results[key]:
+            click.echo(f"{key} at wm {r['wm']:g}: top-1 {r['top1']:.2f} %  top-5 "
+                       f"{r['top5']:.2f} %  loss {r['loss']:.4f}  ({r['images']} images, "
+                       f"{data.spec} at {data.resolution}x{data.resolution})")
 
 
 __all__ = ["RecipeError", "eval_command", "is_checkpoint_path", "train"]

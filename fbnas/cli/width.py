@@ -8,10 +8,8 @@ first into ``OUT/train``), searches the width vector with the best validation ac
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ from fbnas.cli.train import ConsoleProgress, _resolve_recipe
 from fbnas.cost.lut import BuildSettings
 from fbnas.data import open_datasets
 from fbnas.slim import build_slim_model
-from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.latency import DEFAULT_LEVELS, WidthLatencyModel, build_width_latency
 from fbnas.slim.models import SlimFBNet
 from fbnas.slim.search import (
@@ -43,15 +40,6 @@ from fbnas.train.memory import keep_freed_memory
 from fbnas.zoo.checkpoint import CheckpointError
 
 TRAIN_DIR = "train"
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Slim configuration errors (a bad model name, an unreachable target) as one line."""
-    try:
-        yield
-    except SlimConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _train_first(model_name: str, data_spec: str, out: Path, recipe_name: str | None,
@@ -184,53 +172,52 @@ def search_width(model_name: str, data_spec: str, target_macs: float | None,
     except ValueError:
         raise click.UsageError(f"--levels must be comma-separated numbers, got {levels!r}"
                                ) from None
-    with _user_errors():
-        out.mkdir(parents=True, exist_ok=True)
-        sandwich = SandwichConfig(num_widths=num_widths, min_wm=train_min_wm)
-        if checkpoint is None:
-            flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "resolution": resolution}
-            checkpoint = _train_first(model_name, data_spec, out, recipe_name, overrides, flags,
-                                      sandwich, resume, device)
-        model, run_info = _load(model_name, checkpoint)
-        trained_min = float(run_info["slim"]["sandwich"]["min_wm"])
-        resolution = resolution or run_info.get("resolution")
-        data = open_datasets(data_spec, resolution, None)
-        if data.num_classes != model.num_classes:
-            raise click.UsageError(f"{checkpoint} classifies {model.num_classes} classes, "
-                                   f"{data.spec} has {data.num_classes}")
-        config = WidthSearchConfig(population=population, generations=generations,
-                                   parents=min(parents, population),
-                                   mutation_prob=mutation_prob, crossover=crossover,
-                                   min_wm=min_wm if min_wm is not None else trained_min,
-                                   seed=seed)
-        if config.min_wm < trained_min:
-            click.echo(f"warning: --min-wm {config.min_wm:g} is below the training's "
-                       f"{trained_min:g}: narrower widths were never trained", err=True)
-        constraint = _constraint(model, data.resolution, target_macs, target_ms, latency_model,
-                                 out, level_values, threads)
-        torch_device = "cuda" if device == "auto" and torch.cuda.is_available() else (
-            "cpu" if device == "auto" else device)
-        evaluator = WidthEvaluator(model, data, bn_batches=bn_batches, val_batches=val_batches,
-                                   device=torch_device, seed=seed)
-        counts = {"n": 0}
+    out.mkdir(parents=True, exist_ok=True)
+    sandwich = SandwichConfig(num_widths=num_widths, min_wm=train_min_wm)
+    if checkpoint is None:
+        flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "resolution": resolution}
+        checkpoint = _train_first(model_name, data_spec, out, recipe_name, overrides, flags,
+                                  sandwich, resume, device)
+    model, run_info = _load(model_name, checkpoint)
+    trained_min = float(run_info["slim"]["sandwich"]["min_wm"])
+    resolution = resolution or run_info.get("resolution")
+    data = open_datasets(data_spec, resolution, None)
+    if data.num_classes != model.num_classes:
+        raise click.UsageError(f"{checkpoint} classifies {model.num_classes} classes, "
+                               f"{data.spec} has {data.num_classes}")
+    config = WidthSearchConfig(population=population, generations=generations,
+                               parents=min(parents, population),
+                               mutation_prob=mutation_prob, crossover=crossover,
+                               min_wm=min_wm if min_wm is not None else trained_min,
+                               seed=seed)
+    if config.min_wm < trained_min:
+        click.echo(f"warning: --min-wm {config.min_wm:g} is below the training's "
+                   f"{trained_min:g}: narrower widths were never trained", err=True)
+    constraint = _constraint(model, data.resolution, target_macs, target_ms, latency_model,
+                             out, level_values, threads)
+    torch_device = "cuda" if device == "auto" and torch.cuda.is_available() else (
+        "cpu" if device == "auto" else device)
+    evaluator = WidthEvaluator(model, data, bn_batches=bn_batches, val_batches=val_batches,
+                               device=torch_device, seed=seed)
+    counts = {"n": 0}
 
-        def progress(generation: int, candidate: Candidate) -> None:
-            counts["n"] += 1
-            if counts["n"] % config.population == 0:
-                click.echo(f"generation {generation}: {counts['n']} candidates evaluated, last "
-                           f"top-1 {candidate.top1:.2f} % at {human(candidate.cost)} "
-                           f"{constraint.unit}", err=True)
+    def progress(generation: int, candidate: Candidate) -> None:
+        counts["n"] += 1
+        if counts["n"] % config.population == 0:
+            click.echo(f"generation {generation}: {counts['n']} candidates evaluated, last "
+                       f"top-1 {candidate.top1:.2f} % at {human(candidate.cost)} "
+                       f"{constraint.unit}", err=True)
 
-        result = evolve_widths(model, constraint, evaluator, config, progress)
-        paths = write_results(model, result, out, data.resolution, evaluator.prepare,
-                              {"checkpoint": str(checkpoint), "data": str(data.spec),
-                               "search": config.to_dict()})
-        record = json.loads(paths["arch"].read_text())
-        best = result.best
-        click.echo(f"best of {len(result.evaluated)} candidates: top-1 {best.top1:.2f} % at "
-                   f"{human(best.cost)} {constraint.unit} (target {human(constraint.target)}); "
-                   f"{human(record['params'])} params, {human(record['macs'])} MACs")
-        click.echo(f"wm = [{', '.join(f'{w:.3f}' for w in best.wm)}]")
-        click.echo(f"ch = {json.dumps(record['ch'])}")
-        click.echo(f"{paths['arch']}, {paths['subnet']}, {paths['candidates']}, "
-                   f"{paths['pareto']}")
+    result = evolve_widths(model, constraint, evaluator, config, progress)
+    paths = write_results(model, result, out, data.resolution, evaluator.prepare,
+                          {"checkpoint": str(checkpoint), "data": str(data.spec),
+                           "search": config.to_dict()})
+    record = json.loads(paths["arch"].read_text())
+    best = result.best
+    click.echo(f"best of {len(result.evaluated)} candidates: top-1 {best.top1:.2f} % at "
+               f"{human(best.cost)} {constraint.unit} (target {human(constraint.target)}); "
+               f"{human(record['params'])} params, {human(record['macs'])} MACs")
+    click.echo(f"wm = [{', '.join(f'{w:.3f}' for w in best.wm)}]")
+    click.echo(f"ch = {json.dumps(record['ch'])}")
+    click.echo(f"{paths['arch']}, {paths['subnet']}, {paths['candidates']}, "
+               f"{paths['pareto']}")

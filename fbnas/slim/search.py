@@ -204,8 +204,8 @@ class WidthEvaluator:
     def prepare(self, wm: Sequence[float]) -> list[Any]:
         """Sets the model to ``wm`` with its BN statistics recalibrated; returns ``real_ch``."""
         real_ch = self.model.decode_ch(self.model.decode_wm(wm))
-        self.calibration.generator.manual_seed(self.seed)
-        recalibrate_bn(self.model, real_ch, self.calibration, self.bn_batches, self.device)
+        recalibrate_bn(self.model, real_ch, self.calibration, self.bn_batches, self.device,
+                       seed=self.seed)
         return real_ch
 
     def __call__(self, wm: Sequence[float]) -> float:

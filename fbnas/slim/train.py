@@ -163,7 +163,7 @@ def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 @torch.no_grad()
 def recalibrate_bn(model: DynModel, real_ch: Sequence[Any] | None,
                    loader: Iterable[tuple[torch.Tensor, Any]], batches: int,
-                   device: torch.device | str | None = None) -> int:
+                   device: torch.device | str | None = None, seed: int | None = None) -> int:
     """Re-estimates every batch norm's running statistics at the widths ``real_ch``.
 
     Widths share one statistics buffer, which after sandwich training (or after evaluating
@@ -179,6 +179,10 @@ def recalibrate_bn(model: DynModel, real_ch: Sequence[Any] | None,
         loader: yields ``(images, targets)``; training images, with their augmentation.
         batches: how many batches to use (fewer if the loader ends first).
         device: where to put the images (default: the model's).
+        seed: draw the same images, augmentation included, on every call: the loader's
+            generator (if it has one) and the global torch RNG (used by the transforms when
+            the loader has no workers) are seeded with it, the latter inside a fork so that
+            the caller's random stream is left untouched.
 
     Returns:
         The number of images used.
@@ -193,6 +197,23 @@ def recalibrate_bn(model: DynModel, real_ch: Sequence[Any] | None,
     if device is None:
         device = next(model.parameters()).device
     norms = _batchnorms(model)
+    with contextlib.ExitStack() as stack:
+        if seed is not None:
+            stack.enter_context(torch.random.fork_rng(devices=[]))
+            torch.manual_seed(seed)
+            generator = getattr(loader, "generator", None)
+            if generator is not None:
+                generator.manual_seed(seed)
+        images_seen = _forward_batches(model, norms, loader, batches, device)
+    if images_seen == 0:
+        raise ValueError("recalibrate_bn got an empty loader")
+    return images_seen
+
+
+def _forward_batches(model: nn.Module, norms: list[nn.modules.batchnorm._BatchNorm],
+                     loader: Iterable[tuple[torch.Tensor, Any]], batches: int,
+                     device: torch.device | str) -> int:
+    """recalibrate_bn's pass: cumulative statistics from ``batches`` batches, no gradients."""
     was_training = model.training
     momenta = [bn.momentum for bn in norms]
     images_seen = 0
@@ -211,8 +232,6 @@ def recalibrate_bn(model: DynModel, real_ch: Sequence[Any] | None,
         for bn, momentum in zip(norms, momenta, strict=True):
             bn.momentum = momentum
         model.train(was_training)
-    if images_seen == 0:
-        raise ValueError("recalibrate_bn got an empty loader")
     return images_seen
 
 
@@ -231,10 +250,12 @@ def calibration_loader(dataset: Any, batch_size: int, seed: int, workers: int = 
 def evaluate_width(model: DynModel, real_ch: Sequence[Any] | None, calibration: DataLoader,
                    val_loader: DataLoader, bn_batches: int,
                    device: torch.device | str | None = None,
-                   context: DistContext | None = None, amp: bool = False) -> EvalResult:
-    """Accuracy of ``model`` at ``real_ch`` after recalibrating its BN statistics there."""
+                   context: DistContext | None = None, amp: bool = False,
+                   seed: int | None = None) -> EvalResult:
+    """Accuracy of ``model`` at ``real_ch`` after recalibrating its BN statistics there
+    (on the same images for the same ``seed``: :func:`recalibrate_bn`)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    recalibrate_bn(model, real_ch, calibration, bn_batches, device)
+    recalibrate_bn(model, real_ch, calibration, bn_batches, device, seed)
     return evaluate(model, val_loader, device, context, amp)
 
 
@@ -344,12 +365,12 @@ class SandwichTrainer(Trainer):
         model = self.ema.module if use_ema and self.ema is not None else self.model
         assert isinstance(model, DynModel)
         real_ch = model.decode_ch(model.decode_wm(wm))
-        # The same calibration images every time: results do not depend on how many
-        # evaluations came before, so a resumed run recalibrates as the uninterrupted one.
-        self.calibration.generator.manual_seed(self.config.seed)
+        # The same calibration images, crops included, every time: results do not depend on
+        # how many evaluations came before (a resumed run recalibrates as the uninterrupted
+        # one), and fbnas eval of the checkpoint reproduces them.
         return evaluate_width(model, real_ch, self.calibration, self.val_loader,
                               self.sandwich.bn_batches, self.device, self.context,
-                              self.use_amp)
+                              self.use_amp, seed=self.config.seed)
 
     def evaluate(self, use_ema: bool = False) -> EvalResult:
         """The largest width's validation accuracy, after recalibrating its BN statistics."""
@@ -400,7 +421,12 @@ def load_slim_checkpoint(path: str | Path, use_ema: bool = True
     Raises:
         CheckpointError: unreadable, not a slim run, or weights that do not fit.
     """
-    state = ckpt.read_checkpoint(path)
+    return _slim_network(ckpt.read_checkpoint(path), path, use_ema)
+
+
+def _slim_network(state: Mapping[str, Any], path: str | Path, use_ema: bool
+                  ) -> tuple[SlimFBNet, dict[str, Any]]:
+    """The network and ``run_info`` of an already read slim checkpoint (load_slim_checkpoint)."""
     run_info = dict(state.get("run_info") or {})
     if "slim" not in run_info or "arch_def" not in state:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a slim training run "
@@ -416,11 +442,66 @@ def load_slim_checkpoint(path: str | Path, use_ema: bool = True
     return model.eval(), run_info
 
 
+
+def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequence[float] = (),
+                             use_ema: bool = False, batch_size: int = 256, workers: int = 0,
+                             device: torch.device | str = "cpu"
+                             ) -> list[tuple[float, EvalResult]]:
+    """Validation accuracy of a sandwich-trained checkpoint at uniform width multipliers.
+
+    Every width is evaluated as the trainer does it: BN statistics recalibrated first on
+    the recipe's batch size of training images (``data.train``, so open ``data`` with the
+    recipe's augmentation to reproduce the training's numbers), drawn with the recipe's
+    seed, ``bn_batches`` of the run's sandwich settings.
+
+    Args:
+        path: ``RUN/last.pt`` or ``RUN/best.pt`` of a :class:`SandwichTrainer` run.
+        data: the datasets to recalibrate on (train split) and score (val split).
+        wms: uniform width multipliers in (0, 1]; default: 1 and the training's ``min_wm``
+            (the two widths the trainer reports).
+        use_ema: score the EMA weights (when the checkpoint has them).
+        batch_size, workers, device: of the validation loader and the evaluation (the
+            calibration loader takes the recipe's batch size and workers).
+
+    Returns:
+        ``(wm, result)`` per width, in the order given.
+
+    Raises:
+        CheckpointError: not a slim run, or its classes differ from ``data``'s.
+        ValueError: a multiplier outside (0, 1].
+    """
+    state = ckpt.read_checkpoint(path)
+    model, run_info = _slim_network(state, path, use_ema)
+    if model.num_classes != data.num_classes:
+        raise CheckpointError(f"checkpoint {str(path)!r} classifies {model.num_classes} "
+                              f"classes, {data.spec} has {data.num_classes}")
+    recipe = TrainConfig.from_dict(state["config"], f"{path} config")
+    sandwich = SandwichConfig.from_dict(run_info["slim"]["sandwich"], f"{path} sandwich")
+    wms = tuple(wms) or (1.0, sandwich.min_wm)
+    for wm in wms:
+        if not 0.0 < wm <= 1.0:
+            raise ValueError(f"width multipliers must be in (0, 1], got {wm}")
+    device = torch.device(device)
+    model.to(device)
+    # The training's loader settings: with workers the crops come from per-worker seeds,
+    # without them from the global RNG, so only the same settings draw the same images.
+    calibration = calibration_loader(data.train, recipe.batch_size, recipe.seed,
+                                     recipe.workers)
+    val_loader = DataLoader(data.val, batch_size=batch_size, num_workers=workers)
+    results = []
+    for wm in wms:
+        real_ch = model.decode_ch(model.decode_wm([wm] * model.search_dim))
+        results.append((wm, evaluate_width(model, real_ch, calibration, val_loader,
+                                           sandwich.bn_batches, device, seed=recipe.seed)))
+    return results
+
+
 __all__ = [
     "SandwichConfig",
     "SandwichTrainer",
     "calibration_loader",
     "distill_loss",
+    "evaluate_slim_checkpoint",
     "evaluate_width",
     "load_slim_checkpoint",
     "recalibrate_bn",

@@ -17,6 +17,7 @@ from fbnas.slim import build_slim_model
 from fbnas.slim.train import (
     SandwichConfig,
     SandwichTrainer,
+    calibration_loader,
     distill_loss,
     load_slim_checkpoint,
     recalibrate_bn,
@@ -115,6 +116,55 @@ def test_recalibration_gives_each_width_the_statistics_of_its_own_activations() 
     assert torch.all(bn.running_mean[8:] == 0)  # reset; other widths recalibrate their own
     with pytest.raises(ValueError, match="batches >= 1"):
         recalibrate_bn(model, real_ch, [], batches=0)
+
+
+
+def test_recalibration_with_a_seed_draws_the_same_augmented_images_and_spares_the_rng() -> None:
+    # Random crops come from the global RNG when the loader has no workers: without a seed
+    # two recalibrations see different crops, with one they see the same, and the caller's
+    # random stream is where it was.
+    config = tiny_recipe(random_crop=True)
+    data = open_datasets(SMALL, config.resolution, config.augment)
+    torch.manual_seed(0)
+    model = build_slim_model(TINY_SLIM_ARCH, num_classes=10)
+    loader = calibration_loader(data.train, 16, seed=0)
+    bn = model.stages[0].blocks[0].bn
+
+    def stats(seed: int | None) -> torch.Tensor:
+        loader.generator.manual_seed(0)
+        recalibrate_bn(model, None, loader, batches=2, seed=seed)
+        return bn.running_mean.clone()
+
+    assert not torch.equal(stats(None), stats(None))
+    state = torch.random.get_rng_state()
+    first = stats(3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(stats(3), first)
+    assert not torch.equal(stats(4), first)
+
+
+def test_fbnas_eval_of_a_slim_run_reproduces_the_training_s_width_accuracies(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from fbnas.cli.main import main
+
+    trainer = _trainer(tmp_path / "run", epochs=1, random_crop=True)
+    metrics = trainer.fit()[-1]
+    common = ["eval", "--ckpt", str(tmp_path / "run" / "last.pt"), "--data", SMALL,
+              "--workers", "0"]
+    assert main([*common, "--json"]) == 0, capsys.readouterr().err
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["slim"] and [r["wm"] for r in scored["model"]] == [1.0, 0.35]
+    largest, smallest = scored["model"]
+    assert largest["top1"] == pytest.approx(metrics["val_top1"])
+    assert largest["loss"] == pytest.approx(metrics["val_loss"])
+    assert smallest["top1"] == pytest.approx(metrics["val_min_top1"])
+    assert smallest["loss"] == pytest.approx(metrics["val_min_loss"])
+    assert main([*common, "--wm", "0.6"]) == 0
+    assert "model at wm 0.6: top-1" in capsys.readouterr().out
+    assert main([*common, "--wm", "0"]) == 2
+    assert main([*common, "tiny.json"]) == 2
+    assert "is a slim training run and holds its network: leave out ARCH" in \
+        capsys.readouterr().err
 
 
 def test_sandwich_training_on_digits_improves_the_largest_and_the_smallest_width() -> None:

@@ -44,6 +44,8 @@ def test_train_writes_tensorboard_events(tmp_path: Path) -> None:
     (["--set", "sync_bn=true", "--device", "cpu"], "sync_bn=true needs CUDA"),
     (["--config", "nope"], "neither a file nor a built-in recipe (digits"),
     (["--init-from", "/no/such.pt"], "checkpoint '/no/such.pt' does not exist"),
+    (["--config", "digits"], "--epochs 1 leaves no epoch after the recipe's warm-up "
+                             "(warmup_epochs 1); add --set warmup_epochs=N with N < 1"),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                   extra: list[str], message: str) -> None:
@@ -79,3 +81,6 @@ def test_eval_needs_an_arch_for_bare_weights(tmp_path: Path,
     assert main(["eval", str(arch), "--ckpt", str(tmp_path / "w.pth"), "--data", DATA,
                  "--resolution", "16", "--workers", "0"]) == 0
     assert "model: top-1" in capsys.readouterr().out
+    assert main(["eval", str(arch), "--ckpt", str(tmp_path / "w.pth"), "--data", DATA,
+                 "--wm", "0.5"]) == 2
+    assert "--wm is for slim training runs" in capsys.readouterr().err
