@@ -131,6 +131,13 @@ def test_bad_spaces_and_targets_fail_before_training(tmp_path) -> None:
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+
+def test_saved_settings_with_an_unknown_key_name_it_and_the_closest_setting() -> None:
+    saved = {"epochs": 3, "warmup_epochs": 1}
+    assert DNASConfig.from_dict(saved).epochs == 3
+    with pytest.raises(ValueError, match="run.json: unknown key 'tau_0'; did you mean 'tau0'"):
+        DNASConfig.from_dict({**saved, "tau_0": 2.0}, "run.json")
+
 SEARCH_SCRIPT = """
 import sys
 from fbnas.search.dnas.search import DNASConfig, run_search

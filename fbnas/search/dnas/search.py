@@ -47,7 +47,7 @@ import math
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +70,7 @@ from fbnas.train.checkpoint import (
     read_checkpoint,
     restore_rng_state,
 )
+from fbnas.train.config import reject_unknown_keys
 from fbnas.train.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
 
 logger = logging.getLogger(__name__)
@@ -119,11 +120,13 @@ class DNASConfig:
             raise ValueError(f"target_band must be in (0, 1) or None, got {self.target_band}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DNASConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DNAS setting(s) {unknown}; known: {sorted(known)}")
+    def from_dict(cls, data: dict[str, Any], source: str = "DNAS settings") -> DNASConfig:
+        """Builds the settings from plain data (a run's search_config.json).
+
+        Raises:
+            ValueError: an unknown key (named, with the closest settings), or a bad value.
+        """
+        reject_unknown_keys(data, cls, source, error=ValueError)
         return cls(**data)
 
     def tau_at(self, search_epoch: int) -> float:
@@ -163,7 +166,7 @@ def read_search_config(path: str | os.PathLike) -> tuple[dict[str, Any], DNASCon
     """
     saved = json.loads(Path(path).read_text())
     run = {k: saved.pop(k) for k in _RUN_KEYS if k in saved}
-    return run, DNASConfig.from_dict(saved)
+    return run, DNASConfig.from_dict(saved, str(path))
 
 
 def _seed_everything(seed: int) -> None:
