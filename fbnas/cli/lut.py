@@ -62,7 +62,8 @@ def lut() -> None:
 
 
 @lut.command("build")
-@click.option("--space", "space_name", help="Every candidate block of a search space.")
+@click.option("--space", "space_name",
+              help="Every candidate block of a search space (a name or a space file).")
 @click.option("--arch", "archs", multiple=True, help="Zoo name or arch file (repeatable).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
 @click.option("--resolution", "-r", type=click.IntRange(min=1),
@@ -134,7 +135,8 @@ def lut_show(path: Path, entries: bool) -> None:
 
 
 @lut.command("export-blocks")
-@click.option("--space", "space_name", help="Every candidate block of a search space.")
+@click.option("--space", "space_name",
+              help="Every candidate block of a search space (a name or a space file).")
 @click.option("--arch", "archs", multiple=True, help="Zoo name or arch file (repeatable).")
 @click.option("--resolution", "-r", type=click.IntRange(min=1),
               help="Input size (default: the space's / each arch's native one).")

@@ -80,7 +80,9 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
 
 
 @search.command("dnas")
-@click.option("--space", "space_name", required=True, help="Search space (fbnas space list).")
+@click.option("--space", "space_name", required=True,
+              help="Search space: a name (fbnas space list) or a .json/.yaml space file "
+                   "(fbnas space show NAME --json writes one to start from).")
 @click.option("--data", "data_spec", required=True, help="Dataset spec, e.g. digits.")
 @click.option("--lut", "lut_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Latency table (default: measured now into RUN/lut.json).")

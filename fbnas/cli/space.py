@@ -1,4 +1,4 @@
-"""``fbnas space list|sample``: search spaces as data, sampled into arch-def files."""
+"""``fbnas space list|show|sample``: search spaces as data, sampled into arch-def files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import click
+import yaml
 
 from fbnas.cli.format import human, table
 from fbnas.cost import arch_cost
@@ -16,7 +17,8 @@ from fbnas.search.space import space_summary
 
 @click.group()
 def space() -> None:
-    """Search spaces (FBNetV1 ImageNet, CIFAR and the reduced demo space)."""
+    """Search spaces (FBNetV1 ImageNet, CIFAR and the reduced demo space, or your own as a
+    .json/.yaml file)."""
 
 
 @space.command("list")
@@ -31,6 +33,35 @@ def space_list(as_json: bool) -> None:
                      [[r["name"], r["input_size"], r["layers"], f"{r['size']:.2e}",
                        r["description"]] for r in rows],
                      align_right=[False, True, True, True, False]))
+
+
+@space.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Write the definition as JSON.")
+@click.option("--yaml", "as_yaml", is_flag=True, help="Write the definition as YAML.")
+def space_show(name: str, as_json: bool, as_yaml: bool) -> None:
+    """Shows a space (a name or a space file): its layers and candidates, or with --json /
+    --yaml its definition, which `--space FILE` of every command reads back: copy one to
+    define your own (any registered op can be a candidate, see `fbnas ops`)."""
+    if as_json and as_yaml:
+        raise click.UsageError("give one of --json and --yaml")
+    search_space = get_space(name)
+    if as_json or as_yaml:
+        data = search_space.to_dict()
+        click.echo(json.dumps(data, indent=1) if as_json
+                   else yaml.safe_dump(data, sort_keys=False, default_flow_style=None),
+                   nl=as_json)
+        return
+    summary = space_summary(search_space)
+    click.echo(f"{search_space.name}: {summary['description'] or 'search space'}")
+    click.echo(f"input {search_space.input_size}x{search_space.input_size}, "
+               f"{search_space.num_layers} searchable layers, {search_space.size:.3g} "
+               f"architectures")
+    rows = [[i, layer.stage_idx, layer.out_channels, layer.stride,
+             " ".join(c.name for c in layer.candidates)]
+            for i, layer in enumerate(search_space.layers)]
+    click.echo(table(["layer", "stage", "channels", "stride", "candidates"], rows,
+                     align_right=[True, True, True, True, False]))
 
 
 @space.command("sample")

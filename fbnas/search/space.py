@@ -14,10 +14,14 @@ and ``skip``), 9^22 ≈ 1e21 architectures.
 from __future__ import annotations
 
 import difflib
+import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
 
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import FrozenKwargs
@@ -41,6 +45,12 @@ class Candidate:
         if self.kwargs:
             block.append(self.kwargs.to_dict())
         return block
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "op": self.op}
+        if self.kwargs:
+            out["kwargs"] = self.kwargs.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,90 @@ class SearchSpace:
     def choice_names(self, choices: Sequence[int]) -> list[str]:
         return [layer.candidates[c].name for layer, c in zip(self.layers, choices, strict=True)]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The space as plain data (JSON/YAML-ready), the format :meth:`from_dict` reads.
+
+        Candidates that every layer shares are written once, under ``candidates``.
+        """
+        shared = self.layers[0].candidates if self.layers else ()
+        common = all(layer.candidates == shared for layer in self.layers)
+        out: dict[str, Any] = {"name": self.name, "input_size": self.input_size}
+        if self.description:
+            out["description"] = self.description
+        if self.basic_args:
+            out["basic_args"] = self.basic_args.to_dict()
+        out["prefix"] = _stages_to_data(self.prefix)
+        if common:
+            out["candidates"] = [c.to_dict() for c in shared]
+        out["layers"] = []
+        for layer in self.layers:
+            row: dict[str, Any] = {"stage": layer.stage_idx, "out_channels": layer.out_channels,
+                                   "stride": layer.stride}
+            if not common:
+                row["candidates"] = [c.to_dict() for c in layer.candidates]
+            out["layers"].append(row)
+        out["suffix"] = _stages_to_data(self.suffix)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "search space") -> SearchSpace:
+        """Builds a space from plain data (:meth:`to_dict`'s format, or a hand-written file).
+
+        Keys: ``name``, ``input_size``, ``layers`` (required); ``prefix``, ``suffix``
+        (arch-def stages before and after the searchable layers), ``candidates`` (the
+        default candidates of every layer), ``basic_args``, ``description``. A layer is
+        ``{stage, out_channels, stride}`` with optional ``candidates`` (else the shared ones)
+        and ``repeats`` (that many layers; the first has ``stride``, the others 1). A
+        candidate is ``{name, op}`` with optional ``kwargs`` (block options).
+
+        Raises:
+            ArchDefError: naming ``source`` and the bad part (key, layer, candidate).
+        """
+        where = _Where(source)
+        where.keys(data, "", {"name", "input_size", "layers"},
+                   {"prefix", "suffix", "candidates", "basic_args", "description"})
+        name = where.string(data["name"], "name")
+        input_size = where.integer(data["input_size"], "input_size", 8)
+        shared = None
+        if "candidates" in data:
+            shared = _candidates_from_data(data["candidates"], "candidates", where)
+        rows = data["layers"]
+        if not isinstance(rows, list) or not rows:
+            where.fail("layers", "must be a non-empty list of searchable layers")
+        layers: list[LayerChoice] = []
+        last_stage = -1
+        for i, row in enumerate(rows):
+            at = f"layers[{i}]"
+            where.keys(row, at, {"stage", "out_channels", "stride"}, {"candidates", "repeats"})
+            stage = where.integer(row["stage"], f"{at}.stage", 0)
+            if stage < last_stage:
+                where.fail(f"{at}.stage", f"stages must not decrease ({stage} after "
+                                          f"{last_stage})")
+            last_stage = stage
+            out_channels = where.integer(row["out_channels"], f"{at}.out_channels", 1)
+            stride = where.integer(row["stride"], f"{at}.stride", 1)
+            repeats = where.integer(row.get("repeats", 1), f"{at}.repeats", 1)
+            if "candidates" in row:
+                candidates = _candidates_from_data(row["candidates"], f"{at}.candidates", where)
+            elif shared is not None:
+                candidates = shared
+            else:
+                where.fail(at, "has no candidates (give them here or as the top-level "
+                               "'candidates')")
+            layers += [LayerChoice(stage, out_channels, stride if r == 0 else 1, candidates)
+                       for r in range(repeats)]
+        basic_args = data.get("basic_args") or {}
+        if not isinstance(basic_args, Mapping):
+            where.fail("basic_args", "must be a mapping of network-wide block options")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            where.fail("description", "must be a string")
+        return cls(name=name, input_size=input_size,
+                   prefix=_stages_from_data(data.get("prefix") or [], "prefix", where),
+                   layers=tuple(layers),
+                   suffix=_stages_from_data(data.get("suffix") or [], "suffix", where),
+                   basic_args=FrozenKwargs(basic_args), description=description)
+
     def all_candidate_archs(self) -> list[dict[str, Any]]:
         """Arch defs that together contain every (layer, candidate) pair exactly once.
 
@@ -132,6 +226,76 @@ class SearchSpace:
         return [self.arch_def([(j + i) % len(layer.candidates)
                                for i, layer in enumerate(self.layers)])
                 for j in range(most)]
+
+
+class _Where:
+    """Error messages of :meth:`SearchSpace.from_dict` that name the source and the part."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, part: str, message: str) -> NoReturn:
+        raise ArchDefError(f"{self.source}: {part} {message}")
+
+    def keys(self, data: Any, part: str, required: set[str], optional: set[str]) -> None:
+        label = part or "the space"
+        if not isinstance(data, Mapping):
+            self.fail(label, f"must be a mapping, got {type(data).__name__}")
+        for key in data:
+            if key not in required | optional:
+                close = difflib.get_close_matches(str(key), sorted(required | optional), n=2)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+                self.fail(label, f"has an unknown key {key!r}{hint}")
+        missing = sorted(required - set(data))
+        if missing:
+            self.fail(label, f"lacks {', '.join(map(repr, missing))}")
+
+    def integer(self, value: Any, part: str, least: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            self.fail(part, f"must be an integer >= {least}, got {value!r}")
+        return value
+
+    def string(self, value: Any, part: str) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(part, f"must be a non-empty string, got {value!r}")
+        return value
+
+
+def _candidates_from_data(rows: Any, part: str, where: _Where) -> tuple[Candidate, ...]:
+    if not isinstance(rows, list) or not rows:
+        where.fail(part, "must be a non-empty list of {name, op, kwargs} candidates")
+    out = []
+    for j, row in enumerate(rows):
+        at = f"{part}[{j}]"
+        where.keys(row, at, {"name", "op"}, {"kwargs"})
+        kwargs = row.get("kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            where.fail(f"{at}.kwargs", "must be a mapping of block options")
+        out.append(Candidate(where.string(row["name"], f"{at}.name"),
+                             where.string(row["op"], f"{at}.op"), FrozenKwargs(kwargs)))
+    names = [c.name for c in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        where.fail(part, f"repeats the candidate name(s) {duplicates}")
+    return tuple(out)
+
+
+def _stages_to_data(stages: Sequence[Sequence[Sequence[Any]]]) -> list[list[list[Any]]]:
+    return [[[dict(v) if isinstance(v, Mapping) else v for v in block] for block in stage]
+            for stage in stages]
+
+
+def _stages_from_data(stages: Any, part: str, where: _Where
+                      ) -> tuple[tuple[tuple[Any, ...], ...], ...]:
+    """Arch-def stages as the space stores them; block entries are checked when the space
+    is traced (by the arch-def parser, which names the stage and block)."""
+    if not isinstance(stages, list) or not all(
+            isinstance(stage, list) and all(isinstance(b, list) for b in stage)
+            for stage in stages):
+        where.fail(part, "must be a list of stages, each a list of [op, channels, stride, "
+                         "repeats(, options)] blocks")
+    return tuple(tuple(tuple(FrozenKwargs(v) if isinstance(v, Mapping) else v for v in block)
+                       for block in stage) for stage in stages)
 
 
 def _fbnet_v1_candidates() -> tuple[Candidate, ...]:
@@ -192,15 +356,55 @@ SPACES: dict[str, SearchSpace] = {
 }
 
 
-def get_space(name: str | SearchSpace) -> SearchSpace:
-    """A registered space by name (unknown names suggest close ones)."""
+SPACE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Reads a search space from a JSON or YAML file (``yaml.safe_load``: no code runs).
+
+    The file holds :meth:`SearchSpace.to_dict`'s format (``fbnas space show NAME --json``
+    writes a registered space in it: a starting point for your own).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ArchDefError: unreadable, or a bad space (naming the file and the part).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"search space file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = (yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml")
+                else json.loads(text))
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ArchDefError(f"search space file {str(path)!r} is not valid: {exc}") from None
+    space = SearchSpace.from_dict(data, str(path))
+    # Every candidate resolved now (ops, their options, widths), so a bad file fails when
+    # it is read, naming the file, not later inside a search.
+    from fbnas.search.dnas.supernet import candidate_traces
+
+    try:
+        candidate_traces(space, space.input_size)
+    except ArchDefError as exc:
+        raise ArchDefError(f"search space file {str(path)!r}: {exc}") from None
+    return space
+
+
+def get_space(name: str | Path | SearchSpace) -> SearchSpace:
+    """A registered space by name, or a space file (.json/.yaml/.yml; :func:`load_space`).
+
+    Unknown names suggest close ones.
+    """
     if isinstance(name, SearchSpace):
         return name
+    if isinstance(name, Path) or (name not in SPACES
+                                  and name.lower().endswith(SPACE_FILE_SUFFIXES)):
+        return load_space(name)
     if name not in SPACES:
         close = difflib.get_close_matches(name, SPACES, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ArchDefError(f"unknown search space {name!r}{hint} (known: "
-                           f"{', '.join(SPACES)})")
+                           f"{', '.join(SPACES)}; or a .json/.yaml space file)")
     return SPACES[name]
 
 

@@ -27,9 +27,14 @@ from torch import nn
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import ArchSpec, BlockSpec
 from fbnas.arch.unify import unify_arch_def
-from fbnas.search.dnas.search import SEARCH_CONFIG, DNASConfig, read_search_config
+from fbnas.search.dnas.search import (
+    SEARCH_CONFIG,
+    DNASConfig,
+    read_search_config,
+    searched_space,
+)
 from fbnas.search.dnas.supernet import LayerCosts, Supernet, subnet_state_dict
-from fbnas.search.space import SearchSpace, get_space
+from fbnas.search.space import SearchSpace
 from fbnas.train.checkpoint import read_checkpoint
 from fbnas.train.regularize import load_init_weights
 from fbnas.zoo.checkpoint import CheckpointError
@@ -57,8 +62,9 @@ def load_supernet_run(folder: str | os.PathLike, space: SearchSpace | None = Non
 
     Args:
         folder: the run folder (``--out`` of the search).
-        space: the searched space, when it is not a registered one (a run folder names its
-            space but does not hold its definition).
+        space: the searched space, for runs that do not hold its definition (written
+            before ``search_config.json`` kept ``space_def``) and did not search a
+            registered space.
 
     Raises:
         FileNotFoundError: no such folder, or it lacks ``search_config.json`` or ``last.pt``.
@@ -81,7 +87,7 @@ def load_supernet_run(folder: str | os.PathLike, space: SearchSpace | None = Non
     if space is not None and space.name != saved["space"]:
         raise ArchDefError(f"supernet run {str(folder)!r} searched space {saved['space']!r}, "
                            f"not {space.name!r}")
-    space = space or get_space(saved["space"])
+    space = space or searched_space(saved, str(config_path))
     state = read_checkpoint(ckpt_path)
     if "supernet" not in state:
         raise CheckpointError(f"{str(ckpt_path)!r} is not a DNAS search checkpoint (no "

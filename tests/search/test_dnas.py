@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -180,3 +181,25 @@ def test_killed_search_resumes_to_the_same_theta(tmp_path) -> None:
     lines = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     assert [x["phase"] for x in lines] == ["warm-up", "search", "search", "search"]
     assert lines[-1]["tau"] == pytest.approx(0.5)
+
+
+def test_a_space_file_search_keeps_its_definition_for_finetuning_and_resume(tmp_path) -> None:
+    from fbnas.train.from_supernet import load_supernet_run
+
+    candidates = (Candidate("e1", "ir_k3", {"expansion": 1}), Candidate("skip", "skip"))
+    space = SearchSpace("file_space", 16, prefix=((("conv_k3", 8, 2, 1),),),
+                        layers=(LayerChoice(1, 8, 1, candidates),
+                                LayerChoice(2, 16, 2, candidates)), suffix=())
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(space.to_dict()))
+    config = DNASConfig(epochs=1, warmup_epochs=0, cost="macs", batch_size=16,
+                        resolution=16, num_samples=1)
+    run_search(str(space_file), "digits?per_class=4", config, tmp_path / "run")
+    space_file.unlink()  # the run holds the definition: it loads without the file
+    loaded = load_supernet_run(tmp_path / "run")
+    assert loaded.space == space and loaded.epochs_done == 1
+    wider = dataclasses.replace(space, layers=(
+        dataclasses.replace(space.layers[0], out_channels=16),) + space.layers[1:])
+    with pytest.raises(ArchDefError, match="is a search of another space definition"):
+        run_search(wider, "digits?per_class=4", dataclasses.replace(config, epochs=2),
+                   tmp_path / "run", resume=True)

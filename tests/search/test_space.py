@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fbnas import build_model
 from fbnas.arch import ArchDefError, unify_arch_def
@@ -89,3 +90,87 @@ def test_space_sample_cli_writes_files_info_accepts(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)[0]["resolution"] == 32
+
+
+# --------------------------------------------------------------------------- spaces as files
+
+TINY_SPACE_YAML = """
+name: my_space
+input_size: 16
+prefix:
+- [[conv_k3, 8, 2, 1]]
+candidates:
+- {name: k3_e2, op: ir_k3, kwargs: {expansion: 2}}
+- {name: k5_e1, op: ir_k5, kwargs: {expansion: 1}}
+- {name: skip, op: skip}
+layers:
+- {stage: 1, out_channels: 8, stride: 1}
+- {stage: 2, out_channels: 16, stride: 2, repeats: 2}
+suffix:
+- [[conv_k1, 32, 1, 1]]
+"""
+
+
+@pytest.mark.parametrize("name", ["fbnet_v1", "fbnet_v1_cifar", "fbnet_v1_tiny"])
+def test_registered_spaces_round_trip_through_their_data(name) -> None:
+    from fbnas.search.space import SearchSpace
+
+    space = get_space(name)
+    assert SearchSpace.from_dict(json.loads(json.dumps(space.to_dict()))) == space
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_space_show_writes_a_file_that_every_space_option_reads_back(tmp_path, capsys,
+                                                                     fmt) -> None:
+    from fbnas.cli.main import main
+
+    assert main(["space", "show", "fbnet_v1_tiny", f"--{fmt}"]) == 0
+    path = tmp_path / f"tiny.{fmt}"
+    path.write_text(capsys.readouterr().out)
+    assert get_space(str(path)) == get_space("fbnet_v1_tiny")
+    assert main(["space", "show", str(path)]) == 0
+    assert "7 searchable layers" in capsys.readouterr().out
+
+
+def test_a_space_file_with_repeats_and_shared_candidates(tmp_path) -> None:
+    path = tmp_path / "my.yaml"
+    path.write_text(TINY_SPACE_YAML)
+    space = get_space(str(path))
+    assert space.name == "my_space" and space.size == 27
+    assert [(layer.stage_idx, layer.out_channels, layer.stride) for layer in space.layers] == [
+        (1, 8, 1), (2, 16, 2), (2, 16, 1)]
+    assert [c.name for c in space.layers[2].candidates] == ["k3_e2", "k5_e1", "skip"]
+    arch = space.arch_def([0, 1, 2])
+    assert arch["blocks"][1] == [["ir_k3", 8, 1, 1, {"expansion": 2}]]
+    assert build_model(arch, num_classes=10)(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("input_size: 16", "input_sise: 16"),
+     "the space has an unknown key 'input_sise'; did you mean 'input_size'?"),
+    (("name: my_space\n", ""), "the space lacks 'name'"),
+    (("stride: 2, repeats: 2", "stride: 0, repeats: 2"),
+     "layers[1].stride must be an integer >= 1, got 0"),
+    (("{stage: 2, out_channels: 16", "{stage: 0, out_channels: 16"),
+     "layers[1].stage stages must not decrease (0 after 1)"),
+    (("name: k5_e1", "name: k3_e2"), "candidates repeats the candidate name(s) ['k3_e2']"),
+    (("op: ir_k5,", "op: ir_k9,"),
+     "layer 0, candidate 'k5_e1': op 'ir_k9': unknown op 'ir_k9'"),
+    (("{expansion: 1}", "{expansio: 1}"), "unknown option 'expansio'"),
+    (("layers:", "layers: []\nunused:"), "unknown key 'unused'"),
+])
+def test_bad_space_files_name_the_file_and_the_part(tmp_path, edit, message) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY_SPACE_YAML.replace(*edit, 1))
+    with pytest.raises(ArchDefError) as info:
+        get_space(str(path))
+    assert str(info.value).startswith(f"search space file {str(path)!r}") or \
+        str(info.value).startswith(str(path)), str(info.value)
+    assert message in str(info.value)
+
+
+def test_missing_space_files_and_unknown_names_say_what_is_accepted(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="search space file .*nope.yaml' does not exist"):
+        get_space(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ArchDefError, match="or a .json/.yaml space file"):
+        get_space("fbnet_v9")

@@ -154,12 +154,13 @@ class SearchResult:
 
 
 SEARCH_CONFIG = "search_config.json"
-_RUN_KEYS = ("space", "data", "num_classes", "world_size")
+_RUN_KEYS = ("space", "space_def", "data", "num_classes", "world_size")
 """Keys of ``search_config.json`` beside the :class:`DNASConfig` fields."""
 
 
 def read_search_config(path: str | os.PathLike) -> tuple[dict[str, Any], DNASConfig]:
-    """Reads a run's ``search_config.json``: (space, data, num_classes, world_size), config.
+    """Reads a run's ``search_config.json``: (space, space_def, data, num_classes,
+    world_size), config.
 
     Raises:
         ValueError: an unknown key (naming it), or a bad value.
@@ -167,6 +168,26 @@ def read_search_config(path: str | os.PathLike) -> tuple[dict[str, Any], DNASCon
     saved = json.loads(Path(path).read_text())
     run = {k: saved.pop(k) for k in _RUN_KEYS if k in saved}
     return run, DNASConfig.from_dict(saved, str(path))
+
+
+def searched_space(run: dict[str, Any], source: str) -> SearchSpace:
+    """The space a run searched (``run`` from :func:`read_search_config`): its stored
+    definition, so a run whose space file changed or moved still loads; runs written
+    before definitions were stored name a registered space."""
+    if "space_def" in run:
+        return SearchSpace.from_dict(run["space_def"], f"{source} space_def")
+    return get_space(run["space"])
+
+
+def _check_same_space(out: Path, space: SearchSpace) -> None:
+    """A resumed search must search the space it started with."""
+    path = out / SEARCH_CONFIG
+    if not path.is_file():
+        return
+    run, _ = read_search_config(path)
+    if searched_space(run, str(path)) != space:
+        raise ArchDefError(f"{out} is a search of another space definition "
+                           f"({run['space']!r}, kept in {path}); resume it with that space")
 
 
 def _seed_everything(seed: int) -> None:
@@ -260,12 +281,14 @@ def run_search(
     history: list[dict] = []
     start_epoch = 0
     if resume and (out / "last.pt").exists():
+        _check_same_space(out, search.space)
         start_epoch, history = _restore(search, read_checkpoint(out / "last.pt"))
     _broadcast_state(search.net, context)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / SEARCH_CONFIG, json.dumps(
-            {"space": search.space.name, "data": data_spec,
+            {"space": search.space.name, "space_def": search.space.to_dict(),
+             "data": data_spec,
              "num_classes": search.data.num_classes, "world_size": context.world_size,
              **asdict(config)}, indent=1, default=str))
         # From the checkpoint's history: a line written after the last checkpoint of a

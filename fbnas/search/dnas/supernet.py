@@ -52,11 +52,16 @@ def candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[Blo
     """
     if not space.layers:
         raise ArchDefError(f"search space {space.name!r} has no searchable layers")
-    for layer in space.layers:
+    for i, layer in enumerate(space.layers):
         if not layer.candidates:
-            raise ArchDefError(f"search space {space.name!r}: a layer has no candidates")
+            raise ArchDefError(f"search space {space.name!r}: layer {i} has no candidates")
         for candidate in layer.candidates:
-            BLOCKS.get(candidate.op)  # unknown ops fail here, naming the op
+            if candidate.op not in BLOCKS:
+                try:
+                    BLOCKS.get(candidate.op)
+                except ArchDefError as exc:  # names the op and the closest registered ones
+                    raise ArchDefError(f"search space {space.name!r}, layer {i}, candidate "
+                                       f"{candidate.name!r}: {exc}") from None
     archs = space.all_candidate_archs()
     n_prefix = sum(len(stage) for stage in space.prefix)
     per_arch = []
