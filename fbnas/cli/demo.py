@@ -9,6 +9,7 @@ block by block with predicted and measured latency). Everything goes under ``--o
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -195,11 +196,13 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     plot_theta(history, read_candidates(out / "search"), out / "theta.png")
     plot_search_curves(history, out / "curves.png", target, train_history)
     record = json.loads((out / "search" / "arch.json").read_text())
+    drift = machine_drift(rows)
     summary = {
         "space": space.name, "data": data_spec, "resolution": DEMO_RESOLUTION,
         "target_ms": target, "derived": result.choice_names,
         "predicted_ms": predicted, "measured_ms": measured,
         "prediction_error": predicted / measured - 1,
+        "blocks_now_vs_table": drift,
         "params": record["params"], "macs": record["macs"],
         "val_top1": best["val_top1"], "onnx": str(out / "model.onnx"),
         "onnx_max_abs_diff": export.max_abs_diff, "onnx_ort_ms": export.ort_latency_ms,
@@ -209,6 +212,8 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     (out / "report.md").write_text(_report_text(summary, rows_markdown(rows), costs))
     _done(start, f"predicted {predicted:.3f} ms, measured {measured:.3f} ms "
                  f"({predicted / measured - 1:+.1%})")
+    if drift is not None and _drifted(drift):
+        click.echo(f"      note: {_drift_note(drift, predicted, measured)}", err=True)
     click.echo(f"\nderived network: {human(record['params'])} params, "
                f"{human(record['macs'])} MACs, val top-1 {best['val_top1']:.2f} %, latency "
                f"{measured:.3f} ms measured / {predicted:.3f} ms predicted (target "
@@ -217,8 +222,45 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
                f"{out / 'model.onnx'}; total {time.perf_counter() - began:.0f} s")
 
 
+DRIFT_TOLERANCE = 0.15
+"""Blocks re-timed now that differ from their table entries by more than this (median
+ratio) mean the machine's speed changed since the table was built."""
+
+
+def machine_drift(rows) -> dict[str, float] | None:
+    """Median (min, max) of measured/table over the blocks timed in both, or None.
+
+    Blocks are re-timed alone for the report: when all of them moved together, the machine
+    ran at another speed (load from other processes, frequency) than when the table was
+    built, which a whole-network prediction error would otherwise hide.
+    """
+    ratios = sorted(r.measured_ms / r.table_ms for r in rows
+                    if r.table_ms and r.measured_ms and r.table_ms > 0.01)
+    if not ratios:
+        return None
+    return {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1]}
+
+
+def _drifted(drift: dict[str, float]) -> bool:
+    return abs(drift["median"] - 1) > DRIFT_TOLERANCE
+
+
+def _drift_note(drift: dict[str, float], predicted: float, measured: float) -> str:
+    ratio = drift["median"]
+    at_table_speed = measured / ratio
+    return (f"every block timed now is {ratio:.2f}x its table entry (median; "
+            f"{drift['min']:.2f}-{drift['max']:.2f}x): the machine ran "
+            f"{'slower' if ratio > 1 else 'faster'} than when the table was built (other "
+            f"processes, clock). At the table's speed the network would take "
+            f"{at_table_speed:.3f} ms ({predicted / at_table_speed - 1:+.1%} prediction "
+            f"error). Compare on a quiet machine, or rebuild the table (fbnas lut build).")
+
+
 def _report_text(summary: dict, rows_table: str, costs) -> str:
     error = summary["prediction_error"]
+    drift = summary.get("blocks_now_vs_table")
+    note = (f"\n**Note:** {_drift_note(drift, summary['predicted_ms'], summary['measured_ms'])}"
+            f"\n" if drift is not None and _drifted(drift) else "")
     return f"""# fbnas demo report
 
 Space `{summary['space']}` ({len(summary['derived'])} searchable layers x 9 candidates),
@@ -238,7 +280,7 @@ data `{summary['data']}` at {summary['resolution']}x{summary['resolution']}, mea
 | val top-1 after training | {summary['val_top1']:.2f} % |
 | ONNX: ORT vs PyTorch max diff | {summary['onnx_max_abs_diff']:.2e} |
 | ONNX Runtime latency | {summary['onnx_ort_ms']:.3f} ms |
-
+{note}
 Derived choices per searchable layer: {', '.join(f'`{c}`' for c in summary['derived'])}.
 
 ## The search

@@ -31,6 +31,8 @@ def test_demo_writes_table_search_training_onnx_and_report(tmp_path) -> None:
     assert summary["space"] == "fbnet_v1_tiny" and len(summary["derived"]) == 7
     assert summary["measured_ms"] > 0 and summary["predicted_ms"] > 0
     assert summary["onnx_max_abs_diff"] < 1e-3
+    drift = summary["blocks_now_vs_table"]
+    assert 0 < drift["min"] <= drift["median"] <= drift["max"]
     # everything lives under --out: table, search run, training run, model, report
     for name in ("lut.json", "search/arch.json", "search/metrics.jsonl", "train/best.pt",
                  "model.onnx", "theta.png", "curves.png", "report.md"):
@@ -57,3 +59,29 @@ def test_report_reader_names_the_missing_file(tmp_path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n')
     with pytest.raises(RunFolderError, match="line 2"):
         read_history(tmp_path)
+
+
+def test_report_says_when_the_machine_ran_at_another_speed_than_the_table() -> None:
+    from fbnas.cli.demo import _report_text, machine_drift
+    from fbnas.search.dnas.report import BlockRow
+
+    def row(table_ms: float, measured_ms: float) -> BlockRow:
+        return BlockRow("b", "ir_k3", "", 16, 1, 10, 100, table_ms, measured_ms)
+
+    slow = machine_drift([row(0.2, 0.4), row(0.1, 0.19), row(0.3, 0.63), row(0.005, 1.0)])
+    assert slow == pytest.approx({"median": 2.0, "min": 1.9, "max": 2.1})  # tiny one left out
+    assert machine_drift([row(0.2, None)]) is None
+
+    class Costs:
+        cheapest, most_expensive = 0.2, 2.0
+
+    summary = {"space": "s", "derived": ["a"], "data": "digits", "resolution": 32,
+               "device": {"cpu": "cpu", "threads": 1, "torch": "2"}, "seconds": 1.0,
+               "target_ms": 1.0, "predicted_ms": 0.9, "measured_ms": 2.0,
+               "prediction_error": 0.9 / 2.0 - 1, "params": 1, "macs": 1, "val_top1": 99.0,
+               "onnx_max_abs_diff": 0.0, "onnx_ort_ms": 0.1, "blocks_now_vs_table": slow}
+    report = _report_text(summary, "", Costs)
+    assert "every block timed now is 2.00x its table entry" in report
+    assert "the network would take 1.000 ms (-10.0% prediction error)" in report
+    steady = {**summary, "blocks_now_vs_table": {"median": 1.05, "min": 1.0, "max": 1.1}}
+    assert "every block timed now" not in _report_text(steady, "", Costs)
