@@ -122,7 +122,7 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
                         mode=mode, batch_size=64, tau_final=1.0, target=target,  # type: ignore
                         cost="latency", seed=seed, w_lr=0.05, theta_lr=0.2,
                         resolution=DEMO_RESOLUTION)
-    from fbnas.cli.search import _progress
+    from fbnas.cli.search import SearchProgress
 
     saved_config = out / "search" / "search_config.json"
     if saved_config.exists():
@@ -131,12 +131,12 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
             click.echo("      the settings differ from the search in this folder: starting "
                        "it over", err=True)
             (out / "search" / "last.pt").unlink(missing_ok=True)
-    bar, update = _progress()
+    progress = SearchProgress()
     try:
         result = run_search(space, data_spec, config, out / "search", table, resume=True,
-                            progress=update)
+                            progress=progress)
     finally:
-        bar.close()
+        progress.close()
     last = result.history[-1]
     _done(start, f"derived {', '.join(result.choice_names)}; predicted "
                  f"{result.cost:.3f} ms (target {target:.3f}); supernet val top-1 "

@@ -29,19 +29,28 @@ def search() -> None:
     """Architecture search."""
 
 
-def _progress():
-    from tqdm import tqdm
+class SearchProgress:
+    """A tqdm bar per search phase, opened at the first batch (an input error raised before
+    any training then prints no empty bar)."""
 
-    bar = tqdm(total=0, unit="batch", dynamic_ncols=True, mininterval=0.5)
+    def __init__(self) -> None:
+        self.bar = None
 
-    def update(phase: str, done: int, total: int, info: dict) -> None:
+    def __call__(self, phase: str, done: int, total: int, info: dict) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="batch", dynamic_ncols=True, mininterval=0.5)
+        bar = self.bar
         if bar.total != total or done == 1:
             bar.reset(total=total)
         bar.set_description(f"epoch {info['epoch']}/{info['epochs']} {phase}", refresh=False)
         bar.set_postfix_str(f"tau {info['tau']:.2f}", refresh=False)
         bar.update(done - bar.n)
 
-    return bar, update
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def ensure_table(space_name: str, lut_path: Path | None, out: Path, resolution: int | None,
@@ -170,13 +179,13 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
     try:
         table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,
                                open_datasets(data_spec, resolution).num_classes)
-        bar, update = _progress() if context.is_main else (None, None)
+        progress = SearchProgress() if context.is_main else None
         try:
-            result = run_search(space_name, data_spec, config, out, table_, resume, update,
+            result = run_search(space_name, data_spec, config, out, table_, resume, progress,
                                 context)
         finally:
-            if bar is not None:
-                bar.close()
+            if progress is not None:
+                progress.close()
     finally:
         shutdown_distributed()
     if not context.is_main:

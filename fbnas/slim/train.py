@@ -442,7 +442,6 @@ def _slim_network(state: Mapping[str, Any], path: str | Path, use_ema: bool
     return model.eval(), run_info
 
 
-
 def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequence[float] = (),
                              use_ema: bool = False, batch_size: int = 256, workers: int = 0,
                              device: torch.device | str = "cpu"

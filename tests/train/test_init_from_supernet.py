@@ -50,7 +50,7 @@ def _path_forward(supernet, choices: list[int], x: torch.Tensor) -> torch.Tensor
 def test_subnet_computes_what_its_supernet_path_computes(run, arch_file: str) -> None:
     out, result = run
     loaded = load_supernet_run(out)
-    assert loaded.epochs_done == 2 and loaded.space is SPACE
+    assert loaded.epochs_done == 2 and loaded.space == SPACE
     model = build_model(out / arch_file, num_classes=10)
     choices = init_from_supernet(model, loaded)
     record = json.loads((out / arch_file).read_text())
