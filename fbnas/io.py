@@ -23,6 +23,25 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file now (0666 less the umask).
+
+    ``mkstemp`` makes its temp file 0600; without this, a run folder would mix private
+    (atomically written) and readable files. The umask is read from /proc where it is
+    (toggling it would race with other threads creating files), else by setting it back.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Calls ``write`` on a temp file beside ``path``, flushes, fsyncs, renames over ``path``.
 
@@ -32,6 +51,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -12,9 +13,23 @@ from fbnas.zoo import list_archs
 from fbnas.zoo.model import resolve_arch
 
 
-def describe(source: str, resolution: int | None, num_classes: int, width_ratio: float,
+def _recorded_classes(source: str) -> int | None:
+    """The class count an fbnas-written arch file records (a search's arch.json), if any."""
+    path = Path(source)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("num_classes")
+    except (ValueError, AttributeError):
+        return None  # resolve_arch reports an unreadable file
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def describe(source: str, resolution: int | None, num_classes: int | None, width_ratio: float,
              with_blocks: bool) -> dict:
     spec, name, native = resolve_arch(source)
+    if num_classes is None:
+        num_classes = _recorded_classes(source) or 1000
     cost: ArchCost = arch_cost(spec, resolution or native, num_classes, width_ratio)
     record = {
         "name": name,
@@ -60,12 +75,15 @@ def print_record(record: dict) -> None:
 @click.option("--all", "all_archs", is_flag=True, help="Every zoo architecture.")
 @click.option("--resolution", "-r", type=click.IntRange(min=1),
               help="Input size (default: each arch's native resolution).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--num-classes", type=click.IntRange(min=1),
+              help="Classifier outputs (default: the file's num_classes, which search runs "
+                   "record, else 1000).")
 @click.option("--width-ratio", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Scale every block's width (reference rounding).")
 @click.option("--blocks", "with_blocks", is_flag=True, help="Per-block breakdown.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
-def info(archs: tuple[str, ...], all_archs: bool, resolution: int | None, num_classes: int,
+def info(archs: tuple[str, ...], all_archs: bool, resolution: int | None,
+         num_classes: int | None,
          width_ratio: float, with_blocks: bool, as_json: bool) -> None:
     """Params, MACs and output shape of zoo names or arch-def files (JSON/YAML).
 

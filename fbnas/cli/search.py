@@ -92,13 +92,14 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
 @click.option("--space", "space_name", required=True,
               help="Search space: a name (fbnas space list) or a .json/.yaml space file "
                    "(fbnas space show NAME --json writes one to start from).")
-@click.option("--data", "data_spec", required=True, help="Dataset spec, e.g. digits.")
+@click.option("--data", "-d", "data_spec", required=True, help="Dataset spec, e.g. digits.")
 @click.option("--lut", "lut_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Latency table (default: measured now into RUN/lut.json).")
 @click.option("--cost", type=click.Choice(["latency", "macs", "params"]), default="latency",
               show_default=True)
 @click.option("--target-ms", type=float, help="Pull the expected latency to this target.")
-@click.option("--target-macs", type=float, help="Pull the expected MACs to this target.")
+@click.option("--target-macs", type=float,
+              help="Pull the expected MACs to this target (implies --cost macs).")
 @click.option("--mode", type=click.Choice(["soft", "single-path"]), default="soft",
               show_default=True,
               help="soft: every candidate runs, Gumbel-softmax weighted; single-path: one "
@@ -109,11 +110,14 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Global batch, split over the processes.")
 @click.option("--loss", "loss_form", type=click.Choice(["mul", "log", "add"]), default="mul",
-              show_default=True)
+              show_default=True,
+              help="With r = e * cost / cheapest network's cost: mul: CE * alpha * "
+                   "log(r)^beta (the paper); log: alpha * CE * log(r^beta) (the public "
+                   "CIFAR code); add: CE + alpha * (r/e)^beta (NNI).")
 @click.option("--alpha", type=float, default=0.2, show_default=True)
 @click.option("--beta", type=float, default=0.6, show_default=True)
 @click.option("--tau-final", type=float,
-              help="Anneal tau to this by the last epoch (default: x0.956 per epoch).")
+              help="Anneal tau from 5 to this by the last epoch (default: x0.956 per epoch).")
 @click.option("--alternate", type=click.Choice(["epoch", "step"]), default="epoch",
               show_default=True)
 @click.option("--w-lr", type=click.FloatRange(min=0, min_open=True), default=0.1,
@@ -126,14 +130,16 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
               default=0.05, show_default=True,
               help="With a target: derive the argmax if its cost is within this share of "
                    "the target, else the most probable architecture within it.")
-@click.option("--resolution", "-r", type=click.IntRange(min=8))
+@click.option("--resolution", "-r", type=click.IntRange(min=8),
+              help="Input size (default: the space's).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for latency measurement.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue RUN/last.pt.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Run N data-parallel processes on this machine (via torchrun).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder (RUN below).")
 @click.pass_context
 def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: Path | None,
                 cost: str, target_ms: float | None, target_macs: float | None, mode: str,
@@ -165,16 +171,29 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
         relaunch_under_torchrun(ctx, ["search", "dnas"], nproc, None)
     if target_ms is not None and target_macs is not None:
         raise click.UsageError("give at most one of --target-ms and --target-macs")
+    explicit_cost = ctx.get_parameter_source("cost") is not click.core.ParameterSource.DEFAULT
     if target_ms is not None and cost != "latency":
         raise click.UsageError("--target-ms needs --cost latency")
     if target_macs is not None:
+        if explicit_cost and cost != "macs":
+            raise click.UsageError("--target-macs needs --cost macs")
         cost = "macs"
+    if (out / "last.pt").exists() and not resume:
+        raise click.UsageError(f"{out} already holds a search (last.pt); pass --resume to "
+                               f"continue it or choose another --out")
     target = target_ms if target_ms is not None else target_macs
-    config = DNASConfig(epochs=epochs, warmup_epochs=warmup_epochs, mode=mode,  # type: ignore
-                        batch_size=batch_size, loss_form=loss_form, alpha=alpha,  # type: ignore
-                        beta=beta, target=target, tau_final=tau_final,
-                        alternate=alternate, cost=cost, resolution=resolution,  # type: ignore
-                        seed=seed, w_lr=w_lr, theta_lr=theta_lr, target_band=target_band)
+    if warmup_epochs >= epochs:
+        raise click.UsageError(f"--warmup-epochs {warmup_epochs} leaves no search epoch in "
+                               f"--epochs {epochs}: give fewer warm-up epochs (default 10) or "
+                               f"more epochs")
+    try:
+        config = DNASConfig(epochs=epochs, warmup_epochs=warmup_epochs,  # type: ignore
+                            mode=mode, batch_size=batch_size, loss_form=loss_form,  # type: ignore
+                            alpha=alpha, beta=beta, target=target, tau_final=tau_final,
+                            alternate=alternate, cost=cost, resolution=resolution,  # type: ignore
+                            seed=seed, w_lr=w_lr, theta_lr=theta_lr, target_band=target_band)
+    except ValueError as exc:  # a bad combination of options, named by the settings check
+        raise click.UsageError(str(exc)) from None
     context = init_distributed("cpu")
     try:
         table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,

@@ -93,6 +93,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name + ".",
                                suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp's 0600 -> what open() would give (umask)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(fd, 0o666 & ~mask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(data, indent=1))
             fh.flush()

@@ -88,6 +88,15 @@ def load_model_from_checkpoint(path: str | os.PathLike) -> FBNet:
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"checkpoint {str(path)!r} must hold a dict with 'arch_def' and "
                               f"'model', got a {type(checkpoint).__name__}")
+    if "supernet" in checkpoint:
+        raise CheckpointError(f"checkpoint {str(path)!r} is a DNAS search's supernet, not one "
+                              f"network: train a derived one (fbnas train RUN/arch.json "
+                              f"--init-from-supernet RUN ...) and export its best.pt")
+    if "slim" in (checkpoint.get("run_info") or {}):
+        raise CheckpointError(f"checkpoint {str(path)!r} is a slim training run (all widths "
+                              f"share its weights), not one network: pick widths with fbnas "
+                              f"search width --checkpoint {path} ... and export its "
+                              f"OUT/subnet.pt")
     present = set(checkpoint) | ({"model"} if "model_ema" in checkpoint else set())
     missing = [key for key in REQUIRED_KEYS if key not in present]
     if missing:

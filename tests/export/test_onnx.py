@@ -271,6 +271,10 @@ def test_checkpoint_num_classes_comes_from_the_head(tmp_path: Path, tiny_arch) -
     ({"model": {}}, "has no 'arch_def' key"),
     ({"arch_def": {"blocks": []}}, "has no 'model' key"),
     ({"arch_def": "fbnet_a", "model": {}}, "'arch_def' must be an arch-def dict"),
+    ({"supernet": {}, "theta": []}, "is a DNAS search's supernet, not one network: train a "
+                                    "derived one"),
+    ({"arch_def": {"blocks": []}, "model": {}, "run_info": {"slim": {}}},
+     "is a slim training run .* export its OUT/subnet.pt"),
 ])
 def test_malformed_checkpoints_say_what_is_wrong(tmp_path: Path, content: object,
                                                  message: str) -> None:

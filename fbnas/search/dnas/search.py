@@ -634,6 +634,7 @@ def _derive(search: _Search, out: Path, history: list[dict], table) -> SearchRes
         record = {"arch_def": arch, "space": space.name,
                   "choices": space.choice_names(arch_choices),
                   "predicted_cost": costs.network_cost(arch_choices), "cost_unit": costs.unit,
+                  "num_classes": net.num_classes, "resolution": net.resolution,
                   "params": analytic.params, "macs": analytic.macs,
                   "derived": method if k == 0 else "sampled"}
         if k == 0 and method != "argmax":

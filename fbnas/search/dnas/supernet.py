@@ -275,6 +275,7 @@ class Supernet(nn.Module):
             for row, cost_row in zip(layers, costs.per_layer, strict=True))
         self.tail = nn.Sequential(*[build_plan(t) for t in suffix])
         last = suffix[-1] if suffix else layers[-1][0]
+        self.num_classes = num_classes
         self.head = ClsConvHead(last.out_channels, num_classes)
         most = max(len(row) for row in layers)
         # Padded (layers, K) logits; entries beyond a layer's candidates are masked to -inf.
@@ -348,7 +349,8 @@ class Supernet(nn.Module):
         return unify_arch_def(self.arch_def(choices))
 
     def analytic_cost(self, choices: Sequence[int]):
-        return spec_cost(self.arch_spec(choices), self.resolution)
+        """Params and MACs of the network of ``choices`` with this supernet's classifier."""
+        return spec_cost(self.arch_spec(choices), self.resolution, self.num_classes)
 
 
 def subnet_state_dict(supernet: Supernet, choices: Sequence[int]) -> dict[str, torch.Tensor]:
