@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -27,6 +28,10 @@ from fbnas.train.memory import keep_freed_memory
 @click.group()
 def search() -> None:
     """Architecture search."""
+
+
+UNDECIDED = 0.9
+"""θ entropy above this share of its maximum at the end of a search: θ has not decided."""
 
 
 class SearchProgress:
@@ -220,6 +225,13 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
                f"{human(last['expected_cost'])} {unit}")
     rows = [[i, name] for i, name in enumerate(result.choice_names)]
     click.echo(table(["layer", "derived block"], rows, align_right=[True, False]))
+    most = sum(math.log(len(layer.candidates)) for layer in get_space(space_name).layers)
+    most /= len(result.choice_names)
+    if last["entropy"] > UNDECIDED * most:
+        click.echo(f"note: theta is still undecided (entropy {last['entropy']:.2f} of at most "
+                   f"{most:.2f} nats): the derived architecture is little better than a "
+                   f"random draw; search longer, or raise --theta-lr (0.1-0.2 for short "
+                   f"searches)", err=True)
     record = json.loads((out / "arch.json").read_text())
     extra = f", predicted {record['predicted_ms']:.2f} ms" if "predicted_ms" in record else ""
     if record["derived"] != "argmax":

@@ -199,16 +199,25 @@ def search_width(model_name: str, data_spec: str, target_macs: float | None,
         "cpu" if device == "auto" else device)
     evaluator = WidthEvaluator(model, data, bn_batches=bn_batches, val_batches=val_batches,
                                device=torch_device, seed=seed)
-    counts = {"n": 0}
+    seen: list[Candidate] = []
+
+    def report_generation() -> None:
+        """One line per finished generation: its size and the best candidate so far."""
+        generation = seen[-1].generation
+        best = max(seen, key=lambda c: c.top1)
+        size = sum(c.generation == generation for c in seen)
+        click.echo(f"generation {generation}: {size} candidates ({len(seen)} in all), best "
+                   f"so far top-1 {best.top1:.2f} % at {human(best.cost)} {constraint.unit}",
+                   err=True)
 
     def progress(generation: int, candidate: Candidate) -> None:
-        counts["n"] += 1
-        if counts["n"] % config.population == 0:
-            click.echo(f"generation {generation}: {counts['n']} candidates evaluated, last "
-                       f"top-1 {candidate.top1:.2f} % at {human(candidate.cost)} "
-                       f"{constraint.unit}", err=True)
+        if seen and generation != seen[-1].generation:
+            report_generation()
+        seen.append(candidate)
 
     result = evolve_widths(model, constraint, evaluator, config, progress)
+    if seen:
+        report_generation()
     paths = write_results(model, result, out, data.resolution, evaluator.prepare,
                           {"checkpoint": str(checkpoint), "data": str(data.spec),
                            "search": config.to_dict()})

@@ -106,6 +106,7 @@ def plot_theta(history: Sequence[Mapping[str, Any]], candidates: Sequence[Sequen
         axes[extra // cols][extra % cols].axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("epoch", fontsize=8)
+        _integer_epochs(ax)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="P(candidate)")
     fig.suptitle("θ per layer over epochs (softmax; hatched = warm-up, ◀ = derived)",
@@ -167,11 +168,20 @@ def plot_search_curves(history: Sequence[Mapping[str, Any]], path: str | Path,
         ax.set_title("derived network, trained")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    for ax in axes:
+        _integer_epochs(ax)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _integer_epochs(ax) -> None:
+    """Epoch axes tick whole epochs only (a 2-epoch run otherwise reads 0.5, 1.2 ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 @dataclass(frozen=True)
