@@ -65,11 +65,23 @@ def candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[Blo
     archs = space.all_candidate_archs()
     n_prefix = sum(len(stage) for stage in space.prefix)
     per_arch = []
-    for arch in archs:
-        spec = unify_arch_def(arch)
-        builder = FBNetBuilder()
-        builder.add_basic_args(spec.basic_args)
-        per_arch.append(builder.trace(spec, resolution=resolution))
+    for j, arch in enumerate(archs):
+        try:
+            spec = unify_arch_def(arch)
+            builder = FBNetBuilder()
+            builder.add_basic_args(spec.basic_args)
+            per_arch.append(builder.trace(spec, resolution=resolution))
+        except ArchDefError as exc:
+            layer = _layer_at(space, exc.stage, exc.block)
+            if layer is None:  # a fixed block: the arch def's stage and block say where
+                raise
+            candidates = space.layers[layer].candidates
+            candidate = candidates[(j + layer) % len(candidates)]
+            key = (f"option {exc.key!r}: " if exc.key is not None
+                   and repr(exc.key) not in exc.reason else "")
+            raise ArchDefError(f"search space {space.name!r}, layer {layer}, candidate "
+                               f"{candidate.name!r} (op {candidate.op!r}): {key}"
+                               f"{exc.reason}") from None
     layers = []
     for l_idx, layer in enumerate(space.layers):
         row = []
@@ -83,6 +95,20 @@ def candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[Blo
     prefix = per_arch[0][:n_prefix]
     suffix = per_arch[0][n_prefix + len(space.layers):]
     return layers, prefix, suffix, n_prefix
+
+
+def _layer_at(space: SearchSpace, stage: int | None, block: int | None) -> int | None:
+    """The searchable layer at (stage, block) of the space's arch defs, or None (a fixed
+    block of the prefix or suffix, or no position)."""
+    if stage is None or block is None or stage < len(space.prefix):
+        return None
+    stage_number, first = len(space.prefix) - 1, 0
+    for index, layer in enumerate(space.layers):
+        if index == 0 or layer.stage_idx != space.layers[index - 1].stage_idx:
+            stage_number, first = stage_number + 1, index
+        if stage_number == stage and index - first == block:
+            return index
+    return None
 
 
 @dataclass(frozen=True)
