@@ -156,8 +156,8 @@ def test_a_space_file_with_repeats_and_shared_candidates(tmp_path) -> None:
     (("name: k5_e1", "name: k3_e2"), "candidates repeats the candidate name(s) ['k3_e2']"),
     (("op: ir_k5,", "op: ir_k9,"),
      "layer 0, candidate 'k5_e1': op 'ir_k9': unknown op 'ir_k9'"),
-    (("{expansion: 1}", "{expansio: 1}"), "candidate 'k5_e1' (op 'ir_k5'): option "
-                                           "'expansio': unknown option 'expansio'"),
+    (("{expansion: 1}", "{expansio: 1}"),
+     "candidate 'k5_e1' (op 'ir_k5'): unknown option 'expansio'"),
     (("layers:", "layers: []\nunused:"), "unknown key 'unused'"),
 ])
 def test_bad_space_files_name_the_file_and_the_part(tmp_path, edit, message) -> None:
