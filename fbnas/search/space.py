@@ -133,7 +133,8 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         """The space as plain data (JSON/YAML-ready), the format :meth:`from_dict` reads.
 
-        Candidates that every layer shares are written once, under ``candidates``.
+        Candidates that every layer shares are written once, under ``candidates``, and a
+        layer that repeats the one before it at stride 1 as ``repeats`` of that row.
         """
         shared = self.layers[0].candidates if self.layers else ()
         common = all(layer.candidates == shared for layer in self.layers)
@@ -146,12 +147,20 @@ class SearchSpace:
         if common:
             out["candidates"] = [c.to_dict() for c in shared]
         out["layers"] = []
+        previous = None
         for layer in self.layers:
-            row: dict[str, Any] = {"stage": layer.stage_idx, "out_channels": layer.out_channels,
-                                   "stride": layer.stride}
+            if (previous is not None and layer.stride == 1 and layer.stage_idx
+                    == previous.stage_idx and layer.out_channels == previous.out_channels
+                    and layer.candidates == previous.candidates):
+                row = out["layers"][-1]  # a repeat of the row above, as a table writes it
+                row["repeats"] = row.get("repeats", 1) + 1
+                continue
+            row = {"stage": layer.stage_idx, "out_channels": layer.out_channels,
+                   "stride": layer.stride}
             if not common:
                 row["candidates"] = [c.to_dict() for c in layer.candidates]
             out["layers"].append(row)
+            previous = layer
         out["suffix"] = _stages_to_data(self.suffix)
         return out
 
