@@ -75,9 +75,14 @@ def zoo_show(name: str, fmt: str) -> None:
 
 
 @click.command()
+@click.argument("names", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def ops(as_json: bool) -> None:
-    """Lists the registered block ops (built-in and your own) and their options."""
+def ops(names: tuple[str, ...], as_json: bool) -> None:
+    """Lists the registered block ops (built-in and your own); with NAMES, each op's options
+    (type and default) for the block entries of arch defs and search spaces."""
+    if names:
+        _op_options([BLOCKS.get(name) for name in names], as_json)
+        return
     rows = []
     for name in BLOCKS.names():
         op = BLOCKS.get(name)
@@ -90,3 +95,37 @@ def ops(as_json: bool) -> None:
                      [[r["name"], r["description"],
                        ", ".join(f"{k}={v}" for k, v in r["fixed"].items())] for r in rows],
                      align_right=[False, False, False]))
+
+
+def _op_options(op_defs: list, as_json: bool) -> None:
+    """Options of each op: name, type, default (the op's own default, else the schema's)."""
+    from fbnas.blocks.options import type_name
+
+    records = []
+    for op in op_defs:
+        options = []
+        required = set(op.schema.required())
+        for key, (annotation, default) in sorted(op.schema.fields.items()):
+            if key in op.fixed:
+                continue
+            value = "(required)" if key in required and key not in op.defaults else \
+                op.defaults.get(key, default)
+            options.append({"option": key, "type": type_name(annotation), "default": value})
+        records.append({"name": op.name, "description": op.description,
+                        "fixed": dict(op.fixed), "options": options,
+                        "ignored": sorted(op.ignored)})
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=repr))
+        return
+    for record in records:
+        fixed = ", ".join(f"{k}={v}" for k, v in record["fixed"].items())
+        click.echo(f"{record['name']}: {record['description']}"
+                   + (f" (fixed: {fixed})" if fixed else ""))
+        click.echo(table(["option", "type", "default"],
+                         [[o["option"], o["type"], repr(o["default"])
+                           if o["default"] != "(required)" else "(required)"]
+                          for o in record["options"]], align_right=[False, False, False]))
+        if record["ignored"]:
+            click.echo(f"accepted and ignored: {', '.join(record['ignored'])}")
+        click.echo("")
+

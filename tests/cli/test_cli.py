@@ -73,3 +73,19 @@ def test_usage_errors_and_ops_listing() -> None:
     assert run("info", check=False).returncode == 2
     ops = json.loads(run("ops", "--json").stdout)
     assert {"ir_k5_sehsig_hs", "mobileone", "skip"} <= {o["name"] for o in ops}
+
+
+def test_ops_with_a_name_lists_its_options_types_and_defaults(capsys) -> None:
+    from fbnas.cli.main import main
+
+    assert main(["ops", "skip", "conv_k3", "--json"]) == 0
+    (skip, conv) = json.loads(capsys.readouterr().out)
+    assert skip["ignored"] == ["bias", "expansion", "less_se_channels", "zero_last_bn_gamma"]
+    options = {o["option"]: o for o in conv["options"]}
+    assert conv["fixed"] == {"kernel_size": 3, "padding": 1} and "kernel_size" not in options
+    assert options["groups"] == {"option": "groups", "type": "int", "default": 1}
+    assert main(["ops", "ir_k3_se"]) == 0
+    table = capsys.readouterr().out
+    assert "se_args" in table and "'se'" in table  # the op's own default, not the schema's
+    assert main(["ops", "irf_x"]) == 2
+    assert "did you mean 'irf'" in capsys.readouterr().err
