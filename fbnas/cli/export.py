@@ -65,7 +65,9 @@ def export(source: str, out: Path, resolution: int | None, opset: int,
     weights = "trained weights" if trained else "untrained weights, BN calibrated on random inputs"
     click.echo(f"{model.name}: {model.num_classes} classes at {resolution}x{resolution} "
                f"({weights})")
-    click.echo(report.summary())
+    click.echo(f"{report.path}: opset {report.opset}, {report.size_text()}"
+               f"{' (external data)' if report.external_data else ''}, input "
+               f"{'x'.join(map(str, report.input_shape))} (batch dynamic)")
     click.echo(f"max |diff| ONNX Runtime vs PyTorch: {report.max_abs_diff:.2e} (relative "
                f"{report.max_rel_diff:.2e}; outputs vary by {report.output_spread:.2e} "
                f"across inputs)")

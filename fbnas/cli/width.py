@@ -172,7 +172,6 @@ def search_width(model_name: str, data_spec: str, target_macs: float | None,
     except ValueError:
         raise click.UsageError(f"--levels must be comma-separated numbers, got {levels!r}"
                                ) from None
-    out.mkdir(parents=True, exist_ok=True)
     sandwich = SandwichConfig(num_widths=num_widths, min_wm=train_min_wm)
     if checkpoint is None:
         flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "resolution": resolution}
@@ -193,6 +192,7 @@ def search_width(model_name: str, data_spec: str, target_macs: float | None,
     if config.min_wm < trained_min:
         click.echo(f"warning: --min-wm {config.min_wm:g} is below the training's "
                    f"{trained_min:g}: narrower widths were never trained", err=True)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a rejected command leaves no folder
     constraint = _constraint(model, data.resolution, target_macs, target_ms, latency_model,
                              out, level_values, threads)
     torch_device = "cuda" if device == "auto" and torch.cuda.is_available() else (

@@ -76,11 +76,16 @@ class ExportReport:
     size_bytes: int
     external_data: bool
 
+    def size_text(self) -> str:
+        """The file's size in KiB under 1 MiB (a small network is not "0.0 MiB")."""
+        if self.size_bytes < 2**20:
+            return f"{self.size_bytes / 2**10:.1f} KiB"
+        return f"{self.size_bytes / 2**20:.1f} MiB"
+
     def summary(self) -> str:
-        size = self.size_bytes / 2**20
         latency = ("not timed" if np.isnan(self.ort_latency_ms)
                    else f"{self.ort_latency_ms:.2f} ms")
-        return (f"{self.path}: opset {self.opset}, {size:.1f} MiB"
+        return (f"{self.path}: opset {self.opset}, {self.size_text()}"
                 f"{' (external data)' if self.external_data else ''}, input "
                 f"{'x'.join(map(str, self.input_shape))} (batch dynamic); ONNX Runtime vs "
                 f"PyTorch max |diff| {self.max_abs_diff:.2e} (outputs vary by "
