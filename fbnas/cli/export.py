@@ -50,8 +50,9 @@ def export(source: str, out: Path, resolution: int | None, opset: int,
            num_classes: int | None, batch: int) -> None:
     """Exports a model to ONNX and checks it against PyTorch with ONNX Runtime.
 
-    SOURCE is a zoo name, an arch-def file (JSON/YAML) or a checkpoint (.pt/.pth: a dict
-    with "arch_def" and "model", loaded weights-only; "model_ema" is used if present).
+    NAME|ARCH_FILE|CHECKPOINT: a zoo name, an arch-def file (JSON/YAML) or a checkpoint
+    (.pt/.pth: a dict with "arch_def" and "model", loaded weights-only; "model_ema" is used
+    if present).
     BatchNorm is folded and MobileOne branches re-parameterised. A zoo name or arch file
     has untrained weights: their BN statistics are first calibrated on random inputs, so
     that the check compares input-dependent outputs rather than the head's bias.

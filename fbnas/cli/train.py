@@ -246,7 +246,7 @@ def _single() -> Any:
               type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint: an fbnas run's last.pt/best.pt, or mobile-vision weights.")
 @click.option("--data", "-d", "data_spec", required=True, help="Dataset spec (its val split).")
-@click.option("--resolution", type=click.IntRange(min=8),
+@click.option("--resolution", "-r", type=click.IntRange(min=8),
               help="Input size (default: the checkpoint's, else the dataset's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)

@@ -203,3 +203,29 @@ def test_a_space_file_search_keeps_its_definition_for_finetuning_and_resume(tmp_
     with pytest.raises(ArchDefError, match="is a search of another space definition"):
         run_search(wider, "digits?per_class=4", dataclasses.replace(config, epochs=2),
                    tmp_path / "run", resume=True)
+
+
+def test_search_dnas_cli_run_as_a_user(tmp_path, capsys) -> None:
+    from fbnas.cli.main import main
+    from fbnas.cost import count_params
+
+    candidates = (Candidate("e1", "ir_k3", {"expansion": 1}), Candidate("skip", "skip"))
+    space = SearchSpace("cli_space", 16, prefix=((("conv_k3", 8, 2, 1),),),
+                        layers=(LayerChoice(1, 8, 1, candidates),), suffix=())
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(space.to_dict()))
+    common = ["search", "dnas", "--space", str(space_file), "-d", "digits?per_class=4",
+              "--cost", "macs", "--batch-size", "16", "-o", str(tmp_path / "run")]
+    assert main([*common, "--epochs", "3"]) == 2  # the default warm-up is 10 epochs
+    assert "--warmup-epochs 10 leaves no search epoch in --epochs 3" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main([*common, "--epochs", "2", "--warmup-epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: theta is still undecided" in err  # one θ epoch at the paper's θ lr
+    record = json.loads((tmp_path / "run" / "arch.json").read_text())
+    model = build_model(record["arch_def"], num_classes=10)
+    assert record["num_classes"] == 10 and record["params"] == count_params(model)
+    assert main(["info", str(tmp_path / "run" / "arch.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["params"] == record["params"]
+    assert main([*common, "--epochs", "2", "--warmup-epochs", "1"]) == 2
+    assert "already holds a search (last.pt); pass --resume" in capsys.readouterr().err
