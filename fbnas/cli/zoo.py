@@ -87,14 +87,20 @@ def ops(names: tuple[str, ...], as_json: bool) -> None:
     for name in BLOCKS.names():
         op = BLOCKS.get(name)
         rows.append({"name": name, "description": op.description,
-                     "fixed": dict(op.fixed), "options": sorted(op.option_names)})
+                     "fixed": dict(op.fixed), "defaults": op.defaults.to_dict(),
+                     "options": sorted(op.option_names)})
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=list))
         return
-    click.echo(table(["op", "description", "fixed"],
-                     [[r["name"], r["description"],
-                       ", ".join(f"{k}={v}" for k, v in r["fixed"].items())] for r in rows],
-                     align_right=[False, False, False]))
+
+    def pairs(values: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in values.items())
+
+    # The op-level defaults tell variants apart (ir_k3_hs: h-swish, ir_k3_se: SE).
+    click.echo(table(["op", "description", "fixed", "defaults"],
+                     [[r["name"], r["description"], pairs(r["fixed"]), pairs(r["defaults"])]
+                      for r in rows], align_right=[False, False, False, False]))
+    click.echo("\nfbnas ops NAME lists an op's options with their types and defaults.")
 
 
 def _op_options(op_defs: list, as_json: bool) -> None:
