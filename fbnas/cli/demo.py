@@ -193,7 +193,8 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
                    for _ in range(3))
     rows = architecture_rows(arch_def, DEMO_RESOLUTION, num_classes, table, threads=threads)
     history = result.history
-    plot_theta(history, read_candidates(out / "search"), out / "theta.png")
+    plot_theta(history, read_candidates(out / "search"), out / "theta.png",
+               result.choices)
     plot_search_curves(history, out / "curves.png", target, train_history)
     record = json.loads((out / "search" / "arch.json").read_text())
     drift = machine_drift(rows)

@@ -216,7 +216,7 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
         return
     from fbnas.search.dnas.report import plot_search_curves, plot_theta, read_candidates
 
-    plot_theta(result.history, read_candidates(out), out / "theta.png")
+    plot_theta(result.history, read_candidates(out), out / "theta.png", result.choices)
     plot_search_curves(result.history, out / "curves.png", target)
     last = result.history[-1]
     unit = "ms" if cost == "latency" else cost

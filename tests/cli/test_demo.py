@@ -85,3 +85,16 @@ def test_report_says_when_the_machine_ran_at_another_speed_than_the_table() -> N
     assert "the network would take 1.000 ms (-10.0% prediction error)" in report
     steady = {**summary, "blocks_now_vs_table": {"median": 1.05, "min": 1.0, "max": 1.1}}
     assert "every block timed now" not in _report_text(steady, "", Costs)
+
+
+def test_theta_plot_marks_the_derived_choice_and_a_differing_argmax(tmp_path) -> None:
+    from fbnas.search.dnas.report import plot_theta
+
+    history = [{"epoch": e, "phase": "search", "probabilities": [[0.2, 0.5, 0.3],
+                                                                   [0.6, 0.3, 0.1]]}
+               for e in (1, 2, 3)]
+    names = [["a", "b", "c"], ["a", "b", "c"]]
+    path = plot_theta(history, names, tmp_path / "theta.png", derived=[2, 0])
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    other = plot_theta(history, [["a", "b", "c"], ["x", "y", "z"]], tmp_path / "t2.png")
+    assert other.read_bytes()[:4] == b"\x89PNG"

@@ -68,11 +68,13 @@ def _pyplot():
 
 
 def plot_theta(history: Sequence[Mapping[str, Any]], candidates: Sequence[Sequence[str]],
-               path: str | Path) -> Path:
+               path: str | Path, derived: Sequence[int] | None = None) -> Path:
     """Heatmaps of P(candidate) over epochs, one panel per searchable layer.
 
-    The derived (final argmax) candidate of each layer is marked, and warm-up epochs (θ
-    frozen) are shaded, so a reader sees at once which layers decided and when.
+    The derived candidate of each layer is marked (``derived``: the run's choices, which
+    with a target can differ from the final argmax; default: the argmax), the argmax too
+    where it differs, and warm-up epochs (θ frozen) are shaded, so a reader sees at once
+    which layers decided and when.
     """
     import numpy as np
 
@@ -83,8 +85,12 @@ def plot_theta(history: Sequence[Mapping[str, Any]], candidates: Sequence[Sequen
     n_layers = probs.shape[1]
     cols = min(4, n_layers)
     rows = math.ceil(n_layers / cols)
+    # Candidate names label the first column only when every layer has the same ones;
+    # otherwise each panel keeps its own labels and the panels move apart to fit them.
+    shared = all(list(c) == list(candidates[0]) for c in candidates)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 0.6),
-                             squeeze=False, sharex=True)
+                             squeeze=False, sharex=True,
+                             gridspec_kw={"wspace": 0.12 if shared else 0.7})
     image = None
     for layer in range(n_layers):
         ax = axes[layer // cols][layer % cols]
@@ -93,14 +99,25 @@ def plot_theta(history: Sequence[Mapping[str, Any]], candidates: Sequence[Sequen
         image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1,
                           origin="upper", interpolation="nearest",
                           extent=(epochs[0] - 0.5, epochs[-1] + 0.5, len(names) - 0.5, -0.5))
-        final = int(np.argmax(grid[:, -1]))
+        argmax = int(np.argmax(grid[:, -1]))
+        chosen = int(derived[layer]) if derived is not None else argmax
         ax.set_yticks(range(len(names)))
-        ax.set_yticklabels([f"{n} ◀" if i == final else n for i, n in enumerate(names)],
-                           fontsize=6.5)
+        if shared and layer % cols:
+            ax.set_yticklabels([])
+        else:
+            ax.set_yticklabels(names, fontsize=6.5)
+        right = epochs[-1] + 0.5
+        ax.plot([right], [chosen], marker="<", color="red", markersize=7, clip_on=False)
+        if argmax != chosen:
+            ax.plot([right], [argmax], marker="<", markerfacecolor="none", color="white",
+                    markersize=7, markeredgewidth=1.5, clip_on=False)
         if warmup:
             ax.axvspan(epochs[0] - 0.5, epochs[0] - 0.5 + warmup, color="white", alpha=0.25,
                        hatch="//", lw=0)
-        ax.set_title(f"layer {layer}: {names[final]} (p={grid[final, -1]:.2f})", fontsize=8)
+        title = f"layer {layer}: {names[chosen]} (p={grid[chosen, -1]:.2f})"
+        if argmax != chosen:
+            title += f"\nargmax {names[argmax]} (p={grid[argmax, -1]:.2f})"
+        ax.set_title(title, fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     for extra in range(n_layers, rows * cols):
         axes[extra // cols][extra % cols].axis("off")
@@ -109,8 +126,8 @@ def plot_theta(history: Sequence[Mapping[str, Any]], candidates: Sequence[Sequen
         _integer_epochs(ax)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="P(candidate)")
-    fig.suptitle("θ per layer over epochs (softmax; hatched = warm-up, ◀ = derived)",
-                 fontsize=10)
+    fig.suptitle("θ per layer over epochs (softmax; hatched = warm-up; red ◀ = derived, "
+                 "open ◀ = argmax where it differs)", fontsize=10)
     out = Path(path)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
