@@ -225,8 +225,9 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
                f"{human(last['expected_cost'])} {unit}")
     rows = [[i, name] for i, name in enumerate(result.choice_names)]
     click.echo(table(["layer", "derived block"], rows, align_right=[True, False]))
-    most = sum(math.log(len(layer.candidates)) for layer in get_space(space_name).layers)
-    most /= len(result.choice_names)
+    searched = result.supernet.space if result.supernet is not None else get_space(space_name)
+    most = sum(math.log(len(layer.candidates)) for layer in searched.layers)
+    most /= len(searched.layers)
     if last["entropy"] > UNDECIDED * most:
         click.echo(f"note: theta is still undecided (entropy {last['entropy']:.2f} of at most "
                    f"{most:.2f} nats): the derived architecture is little better than a "
