@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fbnas.cli.format import human
 from fbnas.train.memory import keep_freed_memory
+
+if TYPE_CHECKING:  # the report module imports matplotlib; the demo loads it when it plots
+    from fbnas.search.dnas.report import BlockRow
 
 DEMO_SPACE = "fbnet_v1_tiny"
 DEMO_RESOLUTION = 32
@@ -228,7 +233,7 @@ DRIFT_TOLERANCE = 0.15
 ratio) mean the machine's speed changed since the table was built."""
 
 
-def machine_drift(rows) -> dict[str, float] | None:
+def machine_drift(rows: Sequence[BlockRow]) -> dict[str, float] | None:
     """Median (min, max) of measured/table over the blocks timed in both, or None.
 
     Blocks are re-timed alone for the report: when all of them moved together, the machine
