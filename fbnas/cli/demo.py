@@ -21,7 +21,7 @@ import click
 from fbnas.cli.format import human
 from fbnas.train.memory import keep_freed_memory
 
-if TYPE_CHECKING:  # the report module imports matplotlib; the demo loads it when it plots
+if TYPE_CHECKING:  # imported where the demo runs, so that CLI start-up stays light
     from fbnas.search.dnas.report import BlockRow
 
 DEMO_SPACE = "fbnet_v1_tiny"
