@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import yaml
 
 
 def fsync_dir(folder: Path) -> None:
@@ -21,6 +24,23 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def read_json_or_yaml(path: Path) -> Any:
+    """Parses a user's data file: YAML for ``.yaml``/``.yml`` (``yaml.safe_load``: an
+    untrusted file never runs code), JSON otherwise.
+
+    Raises:
+        ValueError: the text does not parse (the parser's message); callers name the file.
+    """
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text) if path.suffix.lower() in YAML_SUFFIXES else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def file_mode() -> int:

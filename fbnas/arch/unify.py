@@ -13,15 +13,13 @@ when the blocks are resolved against the registry (``fbnas.builder``).
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import ArchSpec, BlockSpec, FrozenKwargs
+from fbnas.io import read_json_or_yaml
 
 ARCH_DEF_KEYS = frozenset({"blocks", "basic_args", "input_size", "preprocessing"})
 """Top-level keys an arch def may have. ``preprocessing`` is zoo metadata the builder ignores."""
@@ -53,13 +51,9 @@ def load_arch_def(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     path = Path(source)
     if not path.is_file():
         raise ArchDefError(f"arch def file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        data = read_json_or_yaml(path)
+    except ValueError as exc:
         raise ArchDefError(f"arch def file {str(path)!r} is not valid: {exc}") from None
     if isinstance(data, Mapping) and "arch_def" in data and "blocks" not in data:
         data = data["arch_def"]  # files written by fbnas (search, checkpoints) wrap the def

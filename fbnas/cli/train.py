@@ -326,7 +326,7 @@ def _eval_slim(checkpoint: Path, state: dict[str, Any], data_spec: str,
     for key in keys:
         scored = evaluate_slim_checkpoint(checkpoint, data, wms, use_ema=key == "model_ema",
                                           batch_size=batch_size, workers=workers,
-                                          device=torch_device)
+                                          device=torch_device, state=state)
         results[key] = [{"wm": wm, "loss": r.loss, "top1": r.top1, "top5": r.top5,
                          "images": r.count} for wm, r in scored]
     if as_json:

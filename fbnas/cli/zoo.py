@@ -93,14 +93,15 @@ def ops(names: tuple[str, ...], as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2, default=list))
         return
 
-    def pairs(values: dict) -> str:
-        return ", ".join(f"{k}={v}" for k, v in values.items())
-
     # The op-level defaults tell variants apart (ir_k3_hs: h-swish, ir_k3_se: SE).
     click.echo(table(["op", "description", "fixed", "defaults"],
-                     [[r["name"], r["description"], pairs(r["fixed"]), pairs(r["defaults"])]
+                     [[r["name"], r["description"], _pairs(r["fixed"]), _pairs(r["defaults"])]
                       for r in rows], align_right=[False, False, False, False]))
     click.echo("\nfbnas ops NAME lists an op's options with their types and defaults.")
+
+
+def _pairs(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def _op_options(op_defs: list, as_json: bool) -> None:
@@ -124,7 +125,7 @@ def _op_options(op_defs: list, as_json: bool) -> None:
         click.echo(json.dumps(records, indent=2, default=repr))
         return
     for record in records:
-        fixed = ", ".join(f"{k}={v}" for k, v in record["fixed"].items())
+        fixed = _pairs(record["fixed"])
         click.echo(f"{record['name']}: {record['description']}"
                    + (f" (fixed: {fixed})" if fixed else ""))
         click.echo(table(["option", "type", "default"],

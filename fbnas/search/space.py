@@ -14,17 +14,15 @@ and ``skip``), 9^22 ≈ 1e21 architectures.
 from __future__ import annotations
 
 import difflib
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import FrozenKwargs
+from fbnas.io import YAML_SUFFIXES, read_json_or_yaml
 
 
 @dataclass(frozen=True)
@@ -365,7 +363,7 @@ SPACES: dict[str, SearchSpace] = {
 }
 
 
-SPACE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+SPACE_FILE_SUFFIXES = (".json", *YAML_SUFFIXES)
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -381,11 +379,9 @@ def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"search space file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = (yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml")
-                else json.loads(text))
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        data = read_json_or_yaml(path)
+    except ValueError as exc:
         raise ArchDefError(f"search space file {str(path)!r} is not valid: {exc}") from None
     space = SearchSpace.from_dict(data, str(path))
     # Every candidate resolved now (ops, their options, widths), so a bad file fails when

@@ -444,7 +444,8 @@ def _slim_network(state: Mapping[str, Any], path: str | Path, use_ema: bool
 
 def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequence[float] = (),
                              use_ema: bool = False, batch_size: int = 256, workers: int = 0,
-                             device: torch.device | str = "cpu"
+                             device: torch.device | str = "cpu", *,
+                             state: Mapping[str, Any] | None = None
                              ) -> list[tuple[float, EvalResult]]:
     """Validation accuracy of a sandwich-trained checkpoint at uniform width multipliers.
 
@@ -461,6 +462,7 @@ def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequenc
         use_ema: score the EMA weights (when the checkpoint has them).
         batch_size, workers, device: of the validation loader and the evaluation (the
             calibration loader takes the recipe's batch size and workers).
+        state: the checkpoint as the caller already read it (``path`` then only names it).
 
     Returns:
         ``(wm, result)`` per width, in the order given.
@@ -469,7 +471,8 @@ def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequenc
         CheckpointError: not a slim run, or its classes differ from ``data``'s.
         ValueError: a multiplier outside (0, 1].
     """
-    state = ckpt.read_checkpoint(path)
+    if state is None:
+        state = ckpt.read_checkpoint(path)
     model, run_info = _slim_network(state, path, use_ema)
     if model.num_classes != data.num_classes:
         raise CheckpointError(f"checkpoint {str(path)!r} classifies {model.num_classes} "

@@ -56,12 +56,11 @@ def candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[Blo
         if not layer.candidates:
             raise ArchDefError(f"search space {space.name!r}: layer {i} has no candidates")
         for candidate in layer.candidates:
-            if candidate.op not in BLOCKS:
-                try:
-                    BLOCKS.get(candidate.op)
-                except ArchDefError as exc:  # names the op and the closest registered ones
-                    raise ArchDefError(f"search space {space.name!r}, layer {i}, candidate "
-                                       f"{candidate.name!r}: {exc}") from None
+            try:
+                BLOCKS.get(candidate.op)
+            except ArchDefError as exc:  # names the op and the closest registered ones
+                raise ArchDefError(f"search space {space.name!r}, layer {i}, candidate "
+                                   f"{candidate.name!r}: {exc}") from None
     archs = space.all_candidate_archs()
     n_prefix = sum(len(stage) for stage in space.prefix)
     per_arch = []
