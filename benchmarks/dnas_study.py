@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 
 import fbnas
-from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo, measure, reference_ms
 from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, measure_table
 from fbnas.data import open_datasets
 from fbnas.search import get_space
 from fbnas.search.dnas.search import DNASConfig, run_search
 from fbnas.search.dnas.supernet import layer_costs
+from fbnas.search.space import space_networks
 from fbnas.train import Trainer, load_recipe
 
 SPACE = "fbnet_v1_tiny"

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo, measure, reference_ms
 from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, measure_table
 from fbnas.search import get_space
+from fbnas.search.space import space_networks
 
 ZOO = ["fbnet_a", "fbnet_b", "fbnet_c", "FBNetV2_F1", "FBNetV2_F4", "FBNetV3_A", "mnv2",
        "mnv3", "mnv3_small", "default"]

@@ -13,10 +13,10 @@ import statistics
 import sys
 import time
 
-from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo
 from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, measure_table
 from fbnas.search import get_space
+from fbnas.search.space import space_networks
 
 
 def main() -> int:

@@ -57,8 +57,7 @@ from torch import nn
 
 from fbnas.builder import build_plan
 from fbnas.search.dnas import CostLoss, LayerCosts, Supernet, layer_costs
-from fbnas.search.dnas.supernet import candidate_traces
-from fbnas.search.space import get_space
+from fbnas.search.space import candidate_traces, get_space
 from fbnas.train.memory import keep_freed_memory
 from fbnas.zoo.model import ClsConvHead
 

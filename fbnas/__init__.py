@@ -11,9 +11,8 @@ from fbnas import blocks as blocks  # registers the built-in ops
 from fbnas.arch import ArchDefError, ArchSpec, BlockSpec, unify_arch_def
 from fbnas.blocks import register_block
 from fbnas.builder import FBNetBuilder
+from fbnas.version import __version__ as __version__
 from fbnas.zoo import build_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ArchDefError",

@@ -83,3 +83,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fbnas.errors import FbnasError
 
-class ArchDefError(ValueError):
+
+class ArchDefError(FbnasError, ValueError):
     """A malformed arch def: says where (stage, block, op, key) and what is wrong.
 
     Every check of user-written architecture data raises this type, so callers (the CLI,

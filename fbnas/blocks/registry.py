@@ -17,7 +17,6 @@ such an op is counted on PyTorch's ``meta`` device, so it stays exact without ex
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import FrozenKwargs, thaw
 from fbnas.blocks.layers import HW, Cost
 from fbnas.blocks.options import OptionSchema, check_options
+from fbnas.errors import did_you_mean
 
 
 class BlockPlan(Protocol):
@@ -131,9 +131,8 @@ class BlockRegistry:
         try:
             return self._ops[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._ops, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ArchDefError(f"unknown op {name!r}{hint}", op=name) from None
+            raise ArchDefError(f"unknown op {name!r}{did_you_mean(name, self._ops)}",
+                               op=name) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._ops
@@ -199,7 +198,7 @@ class FactoryPlan:
         return int(getattr(module, "out_channels", self.requested_out))
 
     def cost(self, in_hw: HW) -> tuple[Cost, HW]:
-        from fbnas.cost.counting import count_module
+        from fbnas.blocks.counting import count_module
 
         with torch.device("meta"):
             module = self.build()

@@ -81,13 +81,13 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     keep_freed_memory()  # steps reuse freed activation memory: fbnas.train.memory
     import torch
 
-    from fbnas.cost.device_tables import space_networks
     from fbnas.cost.latency import DeviceInfo, measure
     from fbnas.cost.lut import BuildSettings, LatencyTable, arch_items, measure_table
     from fbnas.data import open_datasets
     from fbnas.search import get_space
     from fbnas.search.dnas.search import DNASConfig, run_search
     from fbnas.search.dnas.supernet import layer_costs
+    from fbnas.search.space import space_networks
 
     num_classes = open_datasets(data_spec, DEMO_RESOLUTION).num_classes  # a bad spec fails now
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ from fbnas.cost.device_tables import (
     export_blocks,
     import_results,
     measured_by_runner,
-    space_networks,
 )
 from fbnas.cost.latency import BACKENDS, DeviceInfo, measure
 from fbnas.cost.lut import (
@@ -29,6 +28,7 @@ from fbnas.cost.lut import (
     measure_table,
 )
 from fbnas.search import get_space
+from fbnas.search.space import space_networks
 
 
 def _progress_bar(desc: str):

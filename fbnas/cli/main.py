@@ -7,8 +7,6 @@ import sys
 
 import click
 
-from fbnas import __version__
-from fbnas.arch.errors import ArchDefError
 from fbnas.cli.demo import demo
 from fbnas.cli.export import export
 from fbnas.cli.info import info
@@ -17,16 +15,12 @@ from fbnas.cli.search import search
 from fbnas.cli.space import space
 from fbnas.cli.train import eval_command, train
 from fbnas.cli.zoo import ops, zoo
-from fbnas.cost.lut import LatencyTableError, MachineBusyError
-from fbnas.data import DatasetError
-from fbnas.export import ExportError
-from fbnas.slim.errors import SlimConfigError
-from fbnas.train import RecipeError
-from fbnas.zoo.checkpoint import CheckpointError
+from fbnas.errors import FbnasError
+from fbnas.version import __version__
 
-USER_ERRORS = (ArchDefError, CheckpointError, DatasetError, ExportError, FileNotFoundError,
-               LatencyTableError, MachineBusyError, RecipeError, SlimConfigError)
-"""Errors caused by the user's input: printed as one line, exit status 2, no traceback."""
+USER_ERRORS = (FbnasError, FileNotFoundError)
+"""Errors caused by the user's input: printed as one line, exit status 2, no traceback.
+Every fbnas error derives from :class:`fbnas.errors.FbnasError`."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,11 +11,11 @@ import click
 from fbnas.cli.format import human, table
 from fbnas.cli.launch import relaunch_under_torchrun
 from fbnas.cli.width import search_width
-from fbnas.cost.device_tables import space_networks
 from fbnas.cost.latency import DeviceInfo
 from fbnas.cost.lut import BuildSettings, LatencyTable, measure_table
 from fbnas.data import open_datasets
 from fbnas.search import get_space
+from fbnas.search.space import space_networks
 from fbnas.train.distributed import (
     DistContext,
     barrier,

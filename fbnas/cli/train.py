@@ -18,8 +18,8 @@ import torch
 from fbnas.cli.launch import relaunch_under_torchrun
 from fbnas.data import open_datasets
 from fbnas.export.checkpoint import is_checkpoint_path
+from fbnas.search.dnas import from_supernet
 from fbnas.train import checkpoint as ckpt
-from fbnas.train import from_supernet
 from fbnas.train.config import RecipeError, TrainConfig, load_recipe
 from fbnas.train.distributed import init_distributed, shutdown_distributed
 from fbnas.train.memory import keep_freed_memory

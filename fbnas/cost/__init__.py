@@ -1,7 +1,7 @@
 """Cost models: counted and analytic params/MACs (latency tables come later)."""
 
+from fbnas.blocks.counting import count_breakdown, count_macs, count_module, count_params
 from fbnas.cost.analytic import ArchCost, BlockCostRow, arch_cost, spec_cost
-from fbnas.cost.counting import count_breakdown, count_macs, count_module, count_params
 
 __all__ = [
     "ArchCost",

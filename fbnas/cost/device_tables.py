@@ -25,20 +25,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import statistics
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from fbnas import __version__
-from fbnas.arch.unify import unify_arch_def
+from fbnas.blocks.fuse import fold_batchnorm
 from fbnas.blocks.mobileone import reparameterize_model
 from fbnas.cost import runner
 from fbnas.cost.latency import DeviceInfo
@@ -48,14 +46,10 @@ from fbnas.cost.lut import (
     LatencyEntry,
     LatencyTable,
     LatencyTableError,
-    arch_items,
-    atomic_write_text,
     distinct_items,
 )
-from fbnas.export.onnx import fold_batchnorm
-
-if TYPE_CHECKING:  # cost does not depend on search at run time; the space is duck-typed
-    from fbnas.search.space import SearchSpace
+from fbnas.io import atomic_write_text
+from fbnas.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -216,31 +210,6 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
     }
     atomic_write_text(out / runner.MANIFEST_NAME, json.dumps(manifest, indent=1))
     return manifest
-
-
-def space_networks(space: SearchSpace, resolution: int | None, batch: int,
-                   calibrate_on: int, num_classes: int = 1000
-                   ) -> tuple[list[ArchItems], list[ArchItems]]:
-    """(networks covering every candidate block, ``calibrate_on`` sampled networks).
-
-    The same choice as ``fbnas lut build --space``: the Latin-square candidate networks,
-    and for calibration ``calibrate_on`` networks spread over the space's cost range (out
-    of 200 random samples, seed 0, the ones at evenly spaced MAC quantiles): the fit has an
-    offset as well as a scale, which needs small and large networks to be well posed.
-    """
-    from fbnas.cost.analytic import spec_cost
-
-    networks = [arch_items(a, resolution, num_classes, batch, name=f"{space.name}_cand{j}")
-                for j, a in enumerate(space.all_candidate_archs())]
-    rng = random.Random(0)
-    pool = [space.arch_def(space.sample(rng)) for _ in range(200)]
-    pool.sort(key=lambda a: spec_cost(unify_arch_def(a), resolution or space.input_size).macs)
-    picks = ([round(i * (len(pool) - 1) / max(1, calibrate_on - 1)) for i in range(calibrate_on)]
-             if calibrate_on > 1 else [len(pool) // 2] * calibrate_on)
-    samples = [arch_items(pool[j], resolution, num_classes, batch,
-                          name=f"{space.name}_sample{i}")
-               for i, j in enumerate(picks)]
-    return networks, samples
 
 
 # --------------------------------------------------------------------------- importing

@@ -179,8 +179,8 @@ def _ort_runner(module: nn.Module, input_shape: Sequence[int], threads: int,
     import numpy as np
     import onnxruntime as ort
 
+    from fbnas.blocks.fuse import fold_batchnorm
     from fbnas.blocks.mobileone import reparameterize_model
-    from fbnas.export.onnx import fold_batchnorm
 
     path = Path(workdir) / "block.onnx"
     prepared = fold_batchnorm(reparameterize_model(copy.deepcopy(module).cpu().eval()))

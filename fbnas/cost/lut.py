@@ -34,7 +34,8 @@ from fbnas.arch.spec import ArchSpec, FrozenKwargs, thaw
 from fbnas.blocks import BLOCKS
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_ms
-from fbnas.io import atomic_write
+from fbnas.errors import FbnasError
+from fbnas.io import atomic_write_text
 from fbnas.zoo.model import ArchSource, ClsConvHead, build_model, resolve_arch
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ BUSY_FACTOR = 1.5
 """A round whose reference workload runs this much slower than its quiet minimum is busy."""
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(FbnasError, ValueError):
     """A table file that cannot be used (corrupted, wrong format) or a lookup that fails."""
 
 
@@ -361,15 +362,10 @@ def network_key(arch: ArchItems) -> str:
     return f"network {arch.name}@{arch.resolution} {digest}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` (UTF-8) to ``path`` atomically (see :func:`fbnas.io.atomic_write`)."""
-    atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))
-
-
 # --------------------------------------------------------------------------- building
 
 
-class MachineBusyError(RuntimeError):
+class MachineBusyError(FbnasError, RuntimeError):
     """Measurements stayed disturbed by other processes; the partial table is kept."""
 
 

@@ -18,11 +18,12 @@ resumed run sees the same images.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl
+
+from fbnas.errors import FbnasError, did_you_mean
 
 DatasetKind = Literal["digits", "cifar10", "cifar100", "imagefolder"]
 DATASET_KINDS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -30,7 +31,7 @@ NEEDS_PATH = ("cifar10", "cifar100", "imagefolder")
 QUERY_KEYS = ("classes", "per_class", "val_per_class", "seed")
 
 
-class DatasetError(ValueError):
+class DatasetError(FbnasError, ValueError):
     """A dataset spec that cannot be parsed, or files that are missing or malformed.
 
     The message names the spec or the path and, for files, the layout expected there.
@@ -113,19 +114,15 @@ def parse_data_spec(spec: str | DataSpec) -> DataSpec:
     kind, sep, path = base.partition(":")
     kind = kind.strip().lower()
     if kind not in DATASET_KINDS:
-        close = difflib.get_close_matches(kind, DATASET_KINDS, n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise DatasetError(f"unknown dataset {kind!r} in spec {spec!r} (known: "
-                           f"{', '.join(DATASET_KINDS)}){hint}")
+                           f"{', '.join(DATASET_KINDS)}){did_you_mean(kind, DATASET_KINDS)}")
     if sep and not path:
         raise DatasetError(f"dataset spec {spec!r}: empty path after ':'")
     options: dict[str, int] = {}
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if key not in QUERY_KEYS:
-            close = difflib.get_close_matches(key, QUERY_KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise DatasetError(f"dataset spec {spec!r}: unknown option {key!r} (known: "
-                               f"{', '.join(QUERY_KEYS)}){hint}")
+                               f"{', '.join(QUERY_KEYS)}){did_you_mean(key, QUERY_KEYS, 1)}")
         options[key] = _query_int(key, value, spec)
     return DataSpec(kind=kind, path=Path(path).expanduser() if path else None,  # type: ignore[arg-type]
                     **options)

@@ -13,7 +13,6 @@ and ``skip``), 9^22 ≈ 1e21 architectures.
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,12 @@ from typing import Any, NoReturn
 
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import FrozenKwargs
+from fbnas.arch.unify import unify_arch_def
+from fbnas.blocks import BLOCKS
+from fbnas.builder import BlockTrace, FBNetBuilder
+from fbnas.cost.analytic import spec_cost
+from fbnas.cost.lut import ArchItems, arch_items
+from fbnas.errors import did_you_mean
 from fbnas.io import YAML_SUFFIXES, read_json_or_yaml
 
 
@@ -250,8 +255,7 @@ class _Where:
             self.fail(label, f"must be a mapping, got {type(data).__name__}")
         for key in data:
             if key not in required | optional:
-                close = difflib.get_close_matches(str(key), sorted(required | optional), n=2)
-                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+                hint = did_you_mean(key, sorted(required | optional), n=2)
                 self.fail(label, f"has an unknown key {key!r}{hint}")
         missing = sorted(required - set(data))
         if missing:
@@ -366,6 +370,101 @@ SPACES: dict[str, SearchSpace] = {
 SPACE_FILE_SUFFIXES = (".json", *YAML_SUFFIXES)
 
 
+# --------------------------------------------------------------------------- tracing
+
+
+def candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[BlockTrace]],
+                                                                  list[BlockTrace],
+                                                                  list[BlockTrace], int]:
+    """Resolved blocks of a space: (traces per layer and candidate, prefix traces, suffix
+    traces, number of prefix blocks).
+
+    Uses the space's Latin-square candidate networks (network j holds candidate
+    (j + l) mod K_l at layer l), so every candidate is traced with its real input width.
+    """
+    if not space.layers:
+        raise ArchDefError(f"search space {space.name!r} has no searchable layers")
+    for i, layer in enumerate(space.layers):
+        if not layer.candidates:
+            raise ArchDefError(f"search space {space.name!r}: layer {i} has no candidates")
+        for candidate in layer.candidates:
+            try:
+                BLOCKS.get(candidate.op)
+            except ArchDefError as exc:  # names the op and the closest registered ones
+                raise ArchDefError(f"search space {space.name!r}, layer {i}, candidate "
+                                   f"{candidate.name!r}: {exc}") from None
+    archs = space.all_candidate_archs()
+    n_prefix = sum(len(stage) for stage in space.prefix)
+    per_arch = []
+    for j, arch in enumerate(archs):
+        try:
+            spec = unify_arch_def(arch)
+            builder = FBNetBuilder()
+            builder.add_basic_args(spec.basic_args)
+            per_arch.append(builder.trace(spec, resolution=resolution))
+        except ArchDefError as exc:
+            layer = _layer_at(space, exc.stage, exc.block)
+            if layer is None:  # a fixed block: the arch def's stage and block say where
+                raise
+            candidates = space.layers[layer].candidates
+            candidate = candidates[(j + layer) % len(candidates)]
+            key = (f"option {exc.key!r}: " if exc.key is not None
+                   and repr(exc.key) not in exc.reason else "")
+            raise ArchDefError(f"search space {space.name!r}, layer {layer}, candidate "
+                               f"{candidate.name!r} (op {candidate.op!r}): {key}"
+                               f"{exc.reason}") from None
+    layers = []
+    for l_idx, layer in enumerate(space.layers):
+        row = []
+        for c_idx in range(len(layer.candidates)):
+            j = (c_idx - l_idx) % len(layer.candidates)
+            row.append(per_arch[j][n_prefix + l_idx])
+        outs = {t.out_channels for t in row}
+        if len(outs) != 1:
+            raise ArchDefError(f"layer {l_idx}: candidates disagree on output width {outs}")
+        layers.append(row)
+    prefix = per_arch[0][:n_prefix]
+    suffix = per_arch[0][n_prefix + len(space.layers):]
+    return layers, prefix, suffix, n_prefix
+
+
+def _layer_at(space: SearchSpace, stage: int | None, block: int | None) -> int | None:
+    """The searchable layer at (stage, block) of the space's arch defs, or None (a fixed
+    block of the prefix or suffix, or no position)."""
+    if stage is None or block is None or stage < len(space.prefix):
+        return None
+    stage_number, first = len(space.prefix) - 1, 0
+    for index, layer in enumerate(space.layers):
+        if index == 0 or layer.stage_idx != space.layers[index - 1].stage_idx:
+            stage_number, first = stage_number + 1, index
+        if stage_number == stage and index - first == block:
+            return index
+    return None
+
+
+def space_networks(space: SearchSpace, resolution: int | None, batch: int,
+                   calibrate_on: int, num_classes: int = 1000
+                   ) -> tuple[list[ArchItems], list[ArchItems]]:
+    """(networks covering every candidate block, ``calibrate_on`` sampled networks).
+
+    The same choice as ``fbnas lut build --space``: the Latin-square candidate networks,
+    and for calibration ``calibrate_on`` networks spread over the space's cost range (out
+    of 200 random samples, seed 0, the ones at evenly spaced MAC quantiles): the fit has an
+    offset as well as a scale, which needs small and large networks to be well posed.
+    """
+    networks = [arch_items(a, resolution, num_classes, batch, name=f"{space.name}_cand{j}")
+                for j, a in enumerate(space.all_candidate_archs())]
+    rng = random.Random(0)
+    pool = [space.arch_def(space.sample(rng)) for _ in range(200)]
+    pool.sort(key=lambda a: spec_cost(unify_arch_def(a), resolution or space.input_size).macs)
+    picks = ([round(i * (len(pool) - 1) / max(1, calibrate_on - 1)) for i in range(calibrate_on)]
+             if calibrate_on > 1 else [len(pool) // 2] * calibrate_on)
+    samples = [arch_items(pool[j], resolution, num_classes, batch,
+                          name=f"{space.name}_sample{i}")
+               for i, j in enumerate(picks)]
+    return networks, samples
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Reads a search space from a JSON or YAML file (``yaml.safe_load``: no code runs).
 
@@ -386,7 +485,6 @@ def load_space(path: str | Path) -> SearchSpace:
     space = SearchSpace.from_dict(data, str(path))
     # Every candidate resolved now (ops, their options, widths), so a bad file fails when
     # it is read, naming the file, not later inside a search.
-    from fbnas.search.dnas.supernet import candidate_traces
 
     try:
         candidate_traces(space, space.input_size)
@@ -406,8 +504,7 @@ def get_space(name: str | Path | SearchSpace) -> SearchSpace:
                                   and name.lower().endswith(SPACE_FILE_SUFFIXES)):
         return load_space(name)
     if name not in SPACES:
-        close = difflib.get_close_matches(name, SPACES, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, SPACES, cutoff=0.5)
         raise ArchDefError(f"unknown search space {name!r}{hint} (known: "
                            f"{', '.join(SPACES)}; or a .json/.yaml space file)")
     return SPACES[name]

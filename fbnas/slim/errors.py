@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fbnas.errors import FbnasError
 
-class SlimConfigError(ValueError):
+
+class SlimConfigError(FbnasError, ValueError):
     """A width vector or channel setting a slimmable network cannot run.
 
     Raised for a ``wm`` of the wrong length or with values outside (0, 1], channel counts

@@ -47,9 +47,9 @@ from fbnas.cost.lut import (
     LatencyTableError,
     Progress,
     arch_items,
-    atomic_write_text,
     measure_table,
 )
+from fbnas.io import atomic_write_text
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.extract import extract_arch_spec

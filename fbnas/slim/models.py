@@ -10,7 +10,6 @@ into a static arch def.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 from fbnas.arch.spec import ArchSpec
 from fbnas.arch.unify import unify_arch_def
 from fbnas.builder import FBNetBuilder
+from fbnas.errors import did_you_mean
 from fbnas.slim.blocks import slim_block_from_spec
 from fbnas.slim.channels import PartLayout, UnitLayout
 from fbnas.slim.dyn_model import DynModel, SlimStage
@@ -130,8 +130,7 @@ def _resolve(source: ArchSource) -> tuple[ArchSpec, str, int]:
         return spec, source, spec.input_size or DEFAULT_RESOLUTION
     if isinstance(source, str) and not has_arch(source) and not Path(source).exists():
         candidates = list(SLIM_MODELS) + list_archs()
-        close = difflib.get_close_matches(source, candidates, n=4, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(source, candidates, n=4, cutoff=0.5)
         raise SlimConfigError(f"unknown slim model {source!r}{hint} (slim models: "
                               f"{', '.join(SLIM_MODELS)}; any zoo name or arch def works too)")
     return resolve_arch(source)

@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fbnas.data.datasets import ImageDatasets
+from fbnas.errors import reject_unknown_keys
 from fbnas.slim.cost import subnet_cost
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.errors import SlimConfigError
@@ -49,7 +50,6 @@ from fbnas.slim.extract import extract_arch_spec, extract_subnet
 from fbnas.slim.latency import WidthLatencyModel
 from fbnas.slim.models import SlimFBNet
 from fbnas.slim.train import calibration_loader, recalibrate_bn
-from fbnas.train.config import reject_unknown_keys
 from fbnas.train.trainer import evaluate
 
 logger = logging.getLogger(__name__)

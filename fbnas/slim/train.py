@@ -44,16 +44,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fbnas.data.datasets import ImageDatasets
+from fbnas.errors import reject_unknown_keys
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.models import SlimFBNet, build_slim_model
 from fbnas.train import checkpoint as ckpt
-from fbnas.train.config import RecipeError, TrainConfig, reject_unknown_keys
+from fbnas.train.config import RecipeError, TrainConfig
 from fbnas.train.distributed import DistContext
 from fbnas.train.trainer import (
     EvalResult,
     Trainer,
     TrainListener,
-    _autocast,
+    autocast,
     evaluate,
 )
 from fbnas.zoo.checkpoint import CheckpointError
@@ -111,7 +112,7 @@ class SandwichConfig:
         Raises:
             RecipeError: an unknown key (with the closest names) or a bad value.
         """
-        reject_unknown_keys(data, cls, source)
+        reject_unknown_keys(data, cls, source, RecipeError)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -341,7 +342,7 @@ class SandwichTrainer(Trainer):
         try:
             for index, wm in enumerate(wms):
                 model.set_wm(wm)
-                with self._no_sync(index == len(wms) - 1), _autocast(self.device,
+                with self._no_sync(index == len(wms) - 1), autocast(self.device,
                                                                      self.use_amp):
                     logits = self.ddp_model(images).float()
                     if index == 0:

@@ -11,7 +11,6 @@ Built-in recipes (``--config NAME``) live in ``fbnas/train/recipes/*.yaml``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -22,26 +21,14 @@ from typing import Any, Literal, get_args, get_type_hints
 import yaml
 
 from fbnas.data.transforms import AugmentConfig
+from fbnas.errors import FbnasError, reject_unknown_keys
 
 OptimizerName = Literal["sgd", "rmsproptf", "adamw"]
 ScheduleName = Literal["cosine", "step", "constant"]
 
 
-class RecipeError(ValueError):
+class RecipeError(FbnasError, ValueError):
     """A recipe with an unknown key or a bad value; the message names the key (and file)."""
-
-
-def reject_unknown_keys(data: Mapping[str, Any], cls: type, source: str,
-                        error: type[Exception] = RecipeError) -> None:
-    """Raises ``error`` naming ``source`` for the first key of ``data`` that is not a field
-    of the dataclass ``cls``, with the closest field names: every settings ``from_dict``
-    of fbnas (recipes, sandwich training, width search) refuses unknown keys alike."""
-    known = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=2)
-            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise error(f"{source}: unknown key {key!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -169,7 +156,7 @@ class TrainConfig:
         if not isinstance(data, Mapping):
             raise RecipeError(f"{source}: a recipe must be a mapping of keys to values, got "
                               f"{type(data).__name__}")
-        reject_unknown_keys(data, cls, source)
+        reject_unknown_keys(data, cls, source, RecipeError)
         try:
             return cls(**data)
         except RecipeError as exc:

@@ -84,9 +84,9 @@ def load_init_weights(model: nn.Module, state: Mapping[str, Any]) -> str:
     Raises:
         CheckpointError: missing/unexpected keys or mismatched shapes (listed).
     """
-    from fbnas.zoo.checkpoint import _strip_prefix, _unwrap
+    from fbnas.zoo.checkpoint import strip_module_prefix, unwrap_state_dict
 
-    tensors = {_strip_prefix(k): v for k, v in _unwrap(state).items()}
+    tensors = {strip_module_prefix(k): v for k, v in unwrap_state_dict(state).items()}
     own = model.state_dict()
     head_differs = any(k in tensors and k in own and tensors[k].shape != own[k].shape
                        for k in HEAD_KEYS)

@@ -39,12 +39,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from fbnas.cost.lut import atomic_write_text
 from fbnas.data.datasets import ImageDatasets
+from fbnas.io import atomic_write_text
 from fbnas.train import checkpoint as ckpt
 from fbnas.train.config import RecipeError, TrainConfig
 from fbnas.train.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
 from fbnas.train.regularize import set_drop_path, set_head_dropout
+from fbnas.version import __version__
 from fbnas.zoo.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
         targets = targets.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(images)
         logits = logits.float()
         totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum")
@@ -208,7 +209,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     return EvalResult(loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count, int(count))
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when ``enabled``; nothing elsewhere (CPU runs stay fp32)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -562,7 +564,7 @@ class Trainer:
         rate all happen here, so callers driving their own loop get the whole recipe.
         """
         images, soft_targets = self._prepare_batch(images, targets)
-        with _autocast(self.device, self.use_amp):
+        with autocast(self.device, self.use_amp):
             logits = self.ddp_model(images)
             loss = self.criterion(logits.float(), soft_targets)
         self.optimizer.zero_grad(set_to_none=True)
@@ -664,12 +666,11 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         assert self.out_dir is not None
-        import fbnas
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out_dir / CONFIG_FILE, self.config.to_yaml())
         run = {**self.run_info, "world_size": self.context.world_size,
-               "device": str(self.device), "fbnas": fbnas.__version__,
+               "device": str(self.device), "fbnas": __version__,
                "torch": torch.__version__}
         atomic_write_text(self.out_dir / RUN_FILE, json.dumps(run, indent=2) + "\n")
         self._metrics().rewrite([])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -11,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 from fbnas.arch.errors import ArchDefError
+from fbnas.errors import did_you_mean
 
 ALIASES = {
     "FBNet_a": "fbnet_a",
@@ -96,11 +96,10 @@ def get_entry(name: str) -> ZooEntry:
     catalog = _catalog()
     name = ALIASES.get(name, name)
     if name not in catalog:
-        close = difflib.get_close_matches(name, list(catalog) + list(ALIASES), n=4, cutoff=0.5)
-        if not close:
+        hint = did_you_mean(name, list(catalog) + list(ALIASES), n=4, cutoff=0.5)
+        if not hint:  # a part of a name: "v3" -> the FBNetV3 models
             lowered = name.lower()
-            close = [n for n in catalog if lowered in n.lower()][:4]
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(name, [n for n in catalog if lowered in n.lower()][:4], 4, 0)
         raise ArchDefError(f"unknown architecture {name!r}{hint} (`fbnas zoo list` shows all "
                            f"{len(catalog)})")
     return catalog[name]

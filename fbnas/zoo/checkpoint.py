@@ -14,24 +14,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from fbnas.errors import FbnasError
+
 CONTAINER_KEYS = ("model_ema", "state_dict", "model")
 """Where a training checkpoint keeps the weights; EMA weights are preferred, as the
 reference does."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FbnasError, ValueError):
     """A state dict that does not fit the model: names the keys or shapes at fault."""
 
 
-def _unwrap(state: Mapping[str, Any]) -> Mapping[str, Any]:
+def unwrap_state_dict(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The tensors of a checkpoint dict: the innermost container key's value (EMA first)."""
     for key in CONTAINER_KEYS:
         inner = state.get(key)
         if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
-            return _unwrap(inner)
+            return unwrap_state_dict(inner)
     return state
 
 
-def _strip_prefix(key: str) -> str:
+def strip_module_prefix(key: str) -> str:
+    """``key`` without the ``module.`` prefixes that DataParallel/DDP wrappers add."""
     while key.startswith("module."):
         key = key[len("module."):]
     return key
@@ -56,10 +60,10 @@ def load_mobile_cv_state_dict(model: nn.Module, state_dict: Mapping[str, Any]) -
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"expected a state dict (a mapping), got {type(state_dict)}")
     tensors: dict[str, torch.Tensor] = {}
-    for key, value in _unwrap(state_dict).items():
+    for key, value in unwrap_state_dict(state_dict).items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"state dict entry {key!r} is not a tensor ({type(value)})")
-        tensors[_strip_prefix(key)] = value
+        tensors[strip_module_prefix(key)] = value
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]

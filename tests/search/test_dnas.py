@@ -184,7 +184,7 @@ def test_killed_search_resumes_to_the_same_theta(tmp_path) -> None:
 
 
 def test_a_space_file_search_keeps_its_definition_for_finetuning_and_resume(tmp_path) -> None:
-    from fbnas.train.from_supernet import load_supernet_run
+    from fbnas.search.dnas.from_supernet import load_supernet_run
 
     candidates = (Candidate("e1", "ir_k3", {"expansion": 1}), Candidate("skip", "skip"))
     space = SearchSpace("file_space", 16, prefix=((("conv_k3", 8, 2, 1),),),

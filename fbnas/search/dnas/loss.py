@@ -23,6 +23,8 @@ from typing import Literal
 
 import torch
 
+from fbnas.errors import ConfigError
+
 LossForm = Literal["mul", "log", "add"]
 
 
@@ -39,11 +41,11 @@ class CostLoss:
 
     def __post_init__(self) -> None:
         if self.cheapest <= 0:
-            raise ValueError(f"the cheapest network's cost must be > 0, got {self.cheapest}")
+            raise ConfigError(f"the cheapest network's cost must be > 0, got {self.cheapest}")
         if self.form not in ("mul", "log", "add"):
-            raise ValueError(f"unknown loss form {self.form!r}; use mul, log or add")
+            raise ConfigError(f"unknown loss form {self.form!r}; use mul, log or add")
         if self.target is not None and self.target <= 0:
-            raise ValueError(f"the cost target must be > 0, got {self.target}")
+            raise ConfigError(f"the cost target must be > 0, got {self.target}")
 
     def normalised(self, cost: torch.Tensor) -> torch.Tensor:
         return math.e * cost / self.cheapest

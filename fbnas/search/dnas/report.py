@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from fbnas.arch.unify import unify_arch_def
+from fbnas.errors import FbnasError
 
 
-class RunFolderError(ValueError):
+class RunFolderError(FbnasError, ValueError):
     """A run folder lacks what a report needs (names the file)."""
 
 

@@ -59,7 +59,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset, default_collate
 
 from fbnas.arch.errors import ArchDefError
-from fbnas.cost.lut import atomic_write_text
+from fbnas.errors import ConfigError, reject_unknown_keys
+from fbnas.io import atomic_write_text
 from fbnas.search.dnas.derive import most_probable_within
 from fbnas.search.dnas.loss import CostLoss, LossForm
 from fbnas.search.dnas.supernet import CostKind, LayerCosts, Mode, Supernet, layer_costs
@@ -70,7 +71,6 @@ from fbnas.train.checkpoint import (
     read_checkpoint,
     restore_rng_state,
 )
-from fbnas.train.config import reject_unknown_keys
 from fbnas.train.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
 
 logger = logging.getLogger(__name__)
@@ -109,15 +109,15 @@ class DNASConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"need epochs >= 1 and 0 <= warmup_epochs < epochs, got "
+            raise ConfigError(f"need epochs >= 1 and 0 <= warmup_epochs < epochs, got "
                              f"{self.epochs} and {self.warmup_epochs}")
         if not 0 < self.w_share < 1:
-            raise ValueError(f"w_share must be in (0, 1), got {self.w_share}")
+            raise ConfigError(f"w_share must be in (0, 1), got {self.w_share}")
         if self.tau0 <= 0 or self.tau_decay <= 0 or (self.tau_final is not None
                                                      and self.tau_final <= 0):
-            raise ValueError("temperatures and the decay must be > 0")
+            raise ConfigError("temperatures and the decay must be > 0")
         if self.target_band is not None and not 0 < self.target_band < 1:
-            raise ValueError(f"target_band must be in (0, 1) or None, got {self.target_band}")
+            raise ConfigError(f"target_band must be in (0, 1) or None, got {self.target_band}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "DNAS settings") -> DNASConfig:
@@ -126,7 +126,7 @@ class DNASConfig:
         Raises:
             ValueError: an unknown key (named, with the closest settings), or a bad value.
         """
-        reject_unknown_keys(data, cls, source, error=ValueError)
+        reject_unknown_keys(data, cls, source)
         return cls(**data)
 
     def tau_at(self, search_epoch: int) -> float:
@@ -323,7 +323,7 @@ def _prepare(space_name: str | SearchSpace, data_spec: str, config: DNASConfig, 
     w_idx, theta_idx = _split(len(data.train), config.w_share, config.seed)
     for name, split in (("weight", w_idx), ("theta", theta_idx)):
         if min(config.batch_size, len(split)) < context.world_size:
-            raise ValueError(f"the {name} split's batches ({min(config.batch_size, len(split))}"
+            raise ConfigError(f"the {name} split's batches ({min(config.batch_size, len(split))}"
                              f" images) cannot give each of {context.world_size} processes "
                              f"an image; use a larger batch or dataset")
     _seed_everything(config.seed)  # the same initial weights on every rank

@@ -30,84 +30,14 @@ from torch import nn
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import ArchSpec
 from fbnas.arch.unify import unify_arch_def
-from fbnas.blocks import BLOCKS
 from fbnas.blocks.irf import IRFBlock, IRFPlan
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.analytic import spec_cost
-from fbnas.search.space import SearchSpace, get_space
+from fbnas.search.space import SearchSpace, candidate_traces, get_space
 from fbnas.zoo.model import ClsConvHead
 
 Mode = Literal["soft", "single-path"]
 CostKind = Literal["latency", "macs", "params"]
-
-
-def candidate_traces(space: SearchSpace, resolution: int) -> tuple[list[list[BlockTrace]],
-                                                                  list[BlockTrace],
-                                                                  list[BlockTrace], int]:
-    """Resolved blocks of a space: (traces per layer and candidate, prefix traces, suffix
-    traces, number of prefix blocks).
-
-    Uses the space's Latin-square candidate networks (network j holds candidate
-    (j + l) mod K_l at layer l), so every candidate is traced with its real input width.
-    """
-    if not space.layers:
-        raise ArchDefError(f"search space {space.name!r} has no searchable layers")
-    for i, layer in enumerate(space.layers):
-        if not layer.candidates:
-            raise ArchDefError(f"search space {space.name!r}: layer {i} has no candidates")
-        for candidate in layer.candidates:
-            try:
-                BLOCKS.get(candidate.op)
-            except ArchDefError as exc:  # names the op and the closest registered ones
-                raise ArchDefError(f"search space {space.name!r}, layer {i}, candidate "
-                                   f"{candidate.name!r}: {exc}") from None
-    archs = space.all_candidate_archs()
-    n_prefix = sum(len(stage) for stage in space.prefix)
-    per_arch = []
-    for j, arch in enumerate(archs):
-        try:
-            spec = unify_arch_def(arch)
-            builder = FBNetBuilder()
-            builder.add_basic_args(spec.basic_args)
-            per_arch.append(builder.trace(spec, resolution=resolution))
-        except ArchDefError as exc:
-            layer = _layer_at(space, exc.stage, exc.block)
-            if layer is None:  # a fixed block: the arch def's stage and block say where
-                raise
-            candidates = space.layers[layer].candidates
-            candidate = candidates[(j + layer) % len(candidates)]
-            key = (f"option {exc.key!r}: " if exc.key is not None
-                   and repr(exc.key) not in exc.reason else "")
-            raise ArchDefError(f"search space {space.name!r}, layer {layer}, candidate "
-                               f"{candidate.name!r} (op {candidate.op!r}): {key}"
-                               f"{exc.reason}") from None
-    layers = []
-    for l_idx, layer in enumerate(space.layers):
-        row = []
-        for c_idx in range(len(layer.candidates)):
-            j = (c_idx - l_idx) % len(layer.candidates)
-            row.append(per_arch[j][n_prefix + l_idx])
-        outs = {t.out_channels for t in row}
-        if len(outs) != 1:
-            raise ArchDefError(f"layer {l_idx}: candidates disagree on output width {outs}")
-        layers.append(row)
-    prefix = per_arch[0][:n_prefix]
-    suffix = per_arch[0][n_prefix + len(space.layers):]
-    return layers, prefix, suffix, n_prefix
-
-
-def _layer_at(space: SearchSpace, stage: int | None, block: int | None) -> int | None:
-    """The searchable layer at (stage, block) of the space's arch defs, or None (a fixed
-    block of the prefix or suffix, or no position)."""
-    if stage is None or block is None or stage < len(space.prefix):
-        return None
-    stage_number, first = len(space.prefix) - 1, 0
-    for index, layer in enumerate(space.layers):
-        if index == 0 or layer.stage_idx != space.layers[index - 1].stage_idx:
-            stage_number, first = stage_number + 1, index
-        if stage_number == stage and index - first == block:
-            return index
-    return None
 
 
 @dataclass(frozen=True)

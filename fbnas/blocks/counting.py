@@ -5,6 +5,9 @@ adds and pooling are not counted — which equals ``torch.utils.flop_counter`` t
 the reference's figures. Counting runs one forward pass with hooks; a model built under
 ``torch.device("meta")`` is counted without allocating or computing anything, which is
 how the large zoo models are counted at their native resolutions.
+
+It sits with the blocks (the cost package re-exports it) because the block registry counts
+the analytic cost of a user's own op with it, and blocks rank below cost.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from fbnas import build_model
 from fbnas.arch import ArchDefError
 from fbnas.cli.main import main
 from fbnas.search.dnas import subnet_state_dict
+from fbnas.search.dnas.from_supernet import init_from_supernet, load_supernet_run, match_choices
 from fbnas.search.dnas.search import DNASConfig, run_search
 from fbnas.search.space import SPACES, Candidate, LayerChoice, SearchSpace
 from fbnas.train import read_checkpoint
-from fbnas.train.from_supernet import init_from_supernet, load_supernet_run, match_choices
 
 CANDIDATES = (Candidate("e1", "ir_k3", {"expansion": 1}),
               Candidate("e3", "ir_k5", {"expansion": 3}), Candidate("skip", "skip"))
