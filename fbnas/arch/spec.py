@@ -106,6 +106,13 @@ class BlockSpec:
         """Returns a copy with some fields changed (search code's mutation primitive)."""
         return dataclasses.replace(self, **changes)
 
+    def to_unified_dict(self) -> dict[str, Any]:
+        """The block in mobile-vision's unified form: ``{"block_op", "block_cfg":
+        {"out_channels", "stride", **options}, "stage_idx", "block_idx"}``."""
+        cfg = {"out_channels": self.out_channels, "stride": self.stride, **self.kwargs.to_dict()}
+        return {"block_op": self.op, "block_cfg": cfg, "stage_idx": self.stage_idx,
+                "block_idx": self.block_idx}
+
     def to_tuple(self) -> list[Any]:
         """The block as an arch-def entry ``[op, c, s, 1, {kwargs}]``."""
         entry: list[Any] = [self.op, self.out_channels, self.stride, 1]

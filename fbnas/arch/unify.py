@@ -133,8 +133,6 @@ def unify_arch_def(arch_def: ArchDefLike) -> ArchSpec:
     if "blocks" not in raw:
         raise ArchDefError("an arch def needs 'blocks': a list of stages", key="blocks")
     stages = raw["blocks"]
-    if not isinstance(stages, Sequence) or isinstance(stages, (str, bytes)):
-        raise ArchDefError(f"'blocks' must be a list of stages, got {stages!r}", key="blocks")
     basic_args = raw.get("basic_args")
     if basic_args is None:
         basic_args = {}
@@ -144,26 +142,89 @@ def unify_arch_def(arch_def: ArchDefLike) -> ArchSpec:
         raise ArchDefError(f"input_size must be a positive int, got {input_size!r}",
                            key="input_size")
 
-    blocks: list[BlockSpec] = []
-    for stage_idx, stage in enumerate(stages):
-        if not isinstance(stage, Sequence) or isinstance(stage, (str, bytes)):
-            raise ArchDefError(f"a stage must be a list of blocks, got {stage!r}",
-                               stage=stage_idx)
-        block_idx = 0
-        for entry_idx, entry in enumerate(stage):
-            op, out_channels, stride, repeats, kwargs = parse_block(entry, stage_idx, entry_idx)
-            frozen = FrozenKwargs(kwargs)
-            for copy_idx in range(repeats):
-                blocks.append(BlockSpec(op=op, out_channels=out_channels,
-                                        stride=stride if copy_idx == 0 else 1,
-                                        kwargs=frozen, stage_idx=stage_idx,
-                                        block_idx=block_idx))
-                block_idx += 1
+    blocks = unify_stages(stages)
     if not blocks:
         raise ArchDefError("the arch def has no blocks (every stage is empty or n=0)",
                            key="blocks")
     return ArchSpec(blocks=tuple(blocks), basic_args=FrozenKwargs(basic_args),
                     input_size=input_size)
+
+
+def unify_stages(stages: Any, key: str = "blocks") -> list[BlockSpec]:
+    """The flat block list of a list of stages: repeats expanded (copies after the first at
+    stride 1, ``n=0`` dropped), kwarg dicts merged, blocks numbered inside each stage.
+
+    Raises:
+        ArchDefError: naming the stage, block, op and key of the first malformed entry
+            (``key`` names the arch-def entry the stages came from when it is not
+            ``blocks``).
+    """
+    if not isinstance(stages, Sequence) or isinstance(stages, (str, bytes)):
+        raise ArchDefError(f"{key!r} must be a list of stages, got {stages!r}", key=key)
+    blocks: list[BlockSpec] = []
+    for stage_idx, stage in enumerate(stages):
+        try:
+            blocks += _unify_stage(stage, stage_idx)
+        except ArchDefError as exc:
+            if key == "blocks":
+                raise
+            raise ArchDefError(f"in {key!r}: {exc.reason}", stage=exc.stage, block=exc.block,
+                               op=exc.op, key=exc.key) from None
+    return blocks
+
+
+def _unify_stage(stage: Any, stage_idx: int) -> list[BlockSpec]:
+    if not isinstance(stage, Sequence) or isinstance(stage, (str, bytes)):
+        raise ArchDefError(f"a stage must be a list of blocks, got {stage!r}", stage=stage_idx)
+    blocks: list[BlockSpec] = []
+    for entry_idx, entry in enumerate(stage):
+        op, out_channels, stride, repeats, kwargs = parse_block(entry, stage_idx, entry_idx)
+        frozen = FrozenKwargs(kwargs)
+        for copy_idx in range(repeats):
+            blocks.append(BlockSpec(op=op, out_channels=out_channels,
+                                    stride=stride if copy_idx == 0 else 1, kwargs=frozen,
+                                    stage_idx=stage_idx, block_idx=len(blocks)))
+    return blocks
+
+
+UNIFIED_BLOCK_KEYS = frozenset({"block_op", "block_cfg", "stage_idx", "block_idx"})
+"""Keys of a block in mobile-vision's unified form (``unify_arch_def(arch, ["blocks"])``)."""
+
+
+def block_spec_from_unified(entry: Any, position: int) -> BlockSpec:
+    """A :class:`BlockSpec` from a unified block dict ``{"block_op", "block_cfg":
+    {"out_channels", "stride", **options}, "stage_idx", "block_idx"}``.
+
+    ``position`` (the index in the block list) locates errors when the dict's own indices
+    are missing or malformed.
+
+    Raises:
+        ArchDefError: naming the block and the bad key.
+    """
+    if not isinstance(entry, Mapping):
+        raise ArchDefError(f"a unified block must be a dict with {sorted(UNIFIED_BLOCK_KEYS)},"
+                           f" got {entry!r}", block=position)
+    stage_idx, block_idx = entry.get("stage_idx", 0), entry.get("block_idx", position)
+    where: dict[str, Any] = {"stage": stage_idx if _is_int(stage_idx) else None,
+                             "block": block_idx if _is_int(block_idx) else position}
+    unknown = sorted(set(entry) - UNIFIED_BLOCK_KEYS, key=repr)
+    if unknown:
+        raise ArchDefError(f"unknown key(s) {unknown} in a unified block (it has "
+                           f"{sorted(UNIFIED_BLOCK_KEYS)})", key=str(unknown[0]), **where)
+    for name in ("block_op", "block_cfg"):
+        if name not in entry:
+            raise ArchDefError(f"a unified block needs {name!r}", key=name, **where)
+    for name, value in (("stage_idx", stage_idx), ("block_idx", block_idx)):
+        if not _is_int(value) or value < 0:
+            raise ArchDefError(f"{name} must be an int >= 0, got {value!r}", key=name, **where)
+    cfg = dict(_check_options(entry["block_cfg"], where, "'block_cfg'"))
+    if "out_channels" not in cfg:
+        raise ArchDefError("block_cfg needs 'out_channels'", key="out_channels", **where)
+    out_channels, stride = cfg.pop("out_channels"), cfg.pop("stride", 1)
+    op, out_channels, stride, _, kwargs = parse_block(
+        [entry["block_op"], out_channels, stride, 1, cfg], stage_idx, block_idx)
+    return BlockSpec(op=op, out_channels=out_channels, stride=stride,
+                     kwargs=FrozenKwargs(kwargs), stage_idx=stage_idx, block_idx=block_idx)
 
 
 def count_strides(spec: ArchSpec) -> float:

@@ -20,7 +20,7 @@ from torch import nn
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.rounding import scale_channels
 from fbnas.arch.spec import ArchSpec, BlockSpec, FrozenKwargs, thaw
-from fbnas.arch.unify import merge_dicts
+from fbnas.arch.unify import block_spec_from_unified, merge_dicts
 from fbnas.blocks import BLOCKS
 from fbnas.blocks.layers import HW, Cost
 from fbnas.blocks.registry import BlockPlan
@@ -86,11 +86,17 @@ class FBNetBuilder:
         if basic_args:
             self.add_basic_args(basic_args)
 
-    def add_basic_args(self, basic_args: Mapping[str, Any] | None) -> None:
+    def add_basic_args(self, basic_args: Mapping[str, Any] | None = None, /,
+                       **options: Any) -> None:
         """Merges network-wide defaults (recursively; later keys win).
 
-        Each op takes the keys it knows; a key that no registered op knows is an error.
+        Takes a mapping (``add_basic_args(arch["basic_args"])``) or, as mobile-vision's
+        builder does, keywords (``add_basic_args(**arch["basic_args"])``); keywords win over
+        the mapping. Each op takes the keys it knows; a key that no registered op knows is
+        an error.
         """
+        if options:
+            basic_args = {**(basic_args or {}), **options}
         if not basic_args:
             return
         known = BLOCKS.all_option_names() | BUILDER_KEYS
@@ -109,13 +115,17 @@ class FBNetBuilder:
     def width_divisor(self) -> int:
         return int(self.basic_args["width_divisor"])
 
-    def _blocks(self, blocks: ArchSpec | Iterable[BlockSpec],
+    def _blocks(self, blocks: ArchSpec | Iterable[BlockSpec | Mapping[str, Any]],
                 stage_indices: Sequence[int] | None) -> list[BlockSpec]:
+        """Unified specs; mobile-vision's unified block dicts are converted (and checked)."""
         specs = list(blocks.blocks if isinstance(blocks, ArchSpec) else blocks)
-        for spec in specs:
-            if not isinstance(spec, BlockSpec):
-                raise TypeError(f"build_blocks takes unified BlockSpecs (see unify_arch_def), "
-                                f"got {spec!r}")
+        for position, spec in enumerate(specs):
+            if isinstance(spec, Mapping):
+                specs[position] = block_spec_from_unified(spec, position)
+            elif not isinstance(spec, BlockSpec):
+                raise TypeError(f"build_blocks takes unified blocks (BlockSpecs from "
+                                f"fbnas.unify_arch_def, or the dicts of "
+                                f"fbnas.compat.mobile_cv.unify_arch_def), got {spec!r}")
         if stage_indices is not None:
             specs = [s for s in specs if s.stage_idx in set(stage_indices)]
         return specs
