@@ -46,6 +46,8 @@ def test_trace_with_resolution_gives_shapes_and_names_a_too_small_input() -> Non
         FBNetBuilder().trace(spec, resolution=2)
 
 
-def test_build_blocks_refuses_raw_dicts() -> None:
+def test_build_blocks_refuses_raw_entries_and_incomplete_unified_dicts() -> None:
     with pytest.raises(TypeError, match="unify_arch_def"):
+        FBNetBuilder().build_blocks([("conv_k3", 8, 2, 1)])  # an arch-def entry, not unified
+    with pytest.raises(ArchDefError, match="block 0, key 'block_cfg': a unified block needs"):
         FBNetBuilder().build_blocks([{"block_op": "conv_k3"}])
