@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fbnas.cli.format import human
+from fbnas.cli.format import human, progress_bar
 from fbnas.train.memory import keep_freed_memory
 
 if TYPE_CHECKING:  # imported where the demo runs, so that CLI start-up stays light
@@ -35,20 +35,6 @@ def _step(number: int, title: str) -> float:
 
 def _done(start: float, what: str) -> None:
     click.echo(f"      {what} ({time.perf_counter() - start:.0f} s)", err=True)
-
-
-def _table_progress(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5,
-               leave=False)
-
-    def update(done: int, total: int, label: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(label[-32:], refresh=False)
-        bar.update(done - bar.n)
-
-    return bar, update
 
 
 @click.command()
@@ -105,7 +91,7 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
              else LatencyTable(device))
     networks, calibration = space_networks(space, DEMO_RESOLUTION, 1, 5,
                                            num_classes=num_classes)
-    bar, update = _table_progress("      blocks")
+    bar, update = progress_bar("      blocks", width=32, leave=False)
     try:
         measure_table(table, networks, BuildSettings(threads=threads), lut_path, update,
                       calibration=calibration)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def human(n: float | None, unit: str = "") -> str:
@@ -31,3 +32,34 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)
+
+
+def shorten(label: str, width: int) -> str:
+    """``label`` in at most ``width`` characters: its first word (what is being done) kept
+    whole and the rest cut in the middle, so ``calibration fbnet_v1_tiny_sample1`` reads
+    ``calibration fbnet…sample1``, not ``alibration fbnet_v1_tiny_sample1``."""
+    if len(label) <= width:
+        return label
+    first, sep, rest = label.partition(" ")
+    if not sep or len(first) + 6 > width:  # one word, or no room for the rest: cut it
+        first, rest = "", label
+    room = width - len(first) - len(sep) - 1  # 1 for the ellipsis
+    head = (room + 1) // 2
+    return f"{first}{sep}{rest[:head]}…{rest[len(rest) - (room - head):]}"
+
+
+def progress_bar(desc: str, width: int = 40, leave: bool = True
+                 ) -> tuple[Any, Callable[[int, int, str], None]]:
+    """A tqdm bar and the ``(done, total, label)`` callback that the latency-table
+    builders and the block export call; the label shows as the bar's postfix."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5,
+               leave=leave)
+
+    def update(done: int, total: int, label: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(shorten(label, width), refresh=False)
+        bar.update(done - bar.n)
+
+    return bar, update

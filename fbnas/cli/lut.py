@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from fbnas.cli.format import table
+from fbnas.cli.format import progress_bar, table
 from fbnas.cost.device_tables import (
     DEFAULT_OPSET,
     export_blocks,
@@ -29,19 +29,6 @@ from fbnas.cost.lut import (
 )
 from fbnas.search import get_space
 from fbnas.search.space import space_networks
-
-
-def _progress_bar(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit="step", dynamic_ncols=True, mininterval=0.5)
-
-    def update(done: int, total: int, label: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(label[-40:], refresh=False)
-        bar.update(done - bar.n)
-
-    return bar, update
 
 
 def _open_table(out: Path, device: DeviceInfo, rounds: int) -> LatencyTable:
@@ -62,9 +49,11 @@ def lut() -> None:
 
 
 @lut.command("build")
+@click.argument("more_archs", metavar="[ARCH]...", nargs=-1)
 @click.option("--space", "space_name",
               help="Every candidate block of a search space (a name or a space file).")
-@click.option("--arch", "archs", multiple=True, help="Zoo name or arch file (repeatable).")
+@click.option("--arch", "archs", multiple=True,
+              help="Zoo name or arch file (repeatable; --arch a.json b.json works too).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
 @click.option("--resolution", "-r", type=click.IntRange(min=1),
               help="Input size (default: the space's / each arch's native one).")
@@ -80,14 +69,17 @@ def lut() -> None:
               help="Classifier outputs (the head is part of every network's latency; use "
                    "your dataset's, e.g. 10 for digits).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def lut_build(space_name: str | None, archs: tuple[str, ...], backend: str,
+def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[str, ...],
+              backend: str,
               resolution: int | None, threads: int, rounds: int, method: str | None,
               calibrate_on: int, num_classes: int, out: Path) -> None:
     """Measures every distinct block once (resumes an existing --out), then calibrates.
 
     Blocks are keyed by op, options, width and input shape. The table is saved after every
-    measurement, so an interrupted build continues where it stopped when re-run.
+    measurement, so an interrupted build continues where it stopped when re-run. Networks
+    are zoo names or arch files, given with --arch or as arguments (a shell glob works).
     """
+    archs = archs + more_archs
     if bool(space_name) == bool(archs):
         raise click.UsageError("give either --space or --arch (one or more)")
     method = method or "isolated"
@@ -103,7 +95,7 @@ def lut_build(space_name: str | None, archs: tuple[str, ...], backend: str,
     click.echo(f"measuring {len({k for n in networks for k in n.keys})} distinct blocks on "
                f"{device.cpu} ({backend}, {threads} thread(s), {method}, {rounds} rounds)",
                err=True)
-    bar, update = _progress_bar("blocks + calibration networks" if calibration else "blocks")
+    bar, update = progress_bar("blocks + calibration networks" if calibration else "blocks")
     try:
         measure_table(table_, networks, settings, out, update, calibration=calibration)
     finally:
@@ -135,9 +127,11 @@ def lut_show(path: Path, entries: bool) -> None:
 
 
 @lut.command("export-blocks")
+@click.argument("more_archs", metavar="[ARCH]...", nargs=-1)
 @click.option("--space", "space_name",
               help="Every candidate block of a search space (a name or a space file).")
-@click.option("--arch", "archs", multiple=True, help="Zoo name or arch file (repeatable).")
+@click.option("--arch", "archs", multiple=True,
+              help="Zoo name or arch file (repeatable; --arch a.json b.json works too).")
 @click.option("--resolution", "-r", type=click.IntRange(min=1),
               help="Input size (default: the space's / each arch's native one).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
@@ -146,7 +140,8 @@ def lut_show(path: Path, entries: bool) -> None:
 @click.option("--opset", type=click.IntRange(min=7), default=DEFAULT_OPSET, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write (new, empty, or an earlier export to replace).")
-def lut_export_blocks(space_name: str | None, archs: tuple[str, ...], resolution: int | None,
+def lut_export_blocks(more_archs: tuple[str, ...], space_name: str | None,
+                      archs: tuple[str, ...], resolution: int | None,
                       batch: int, calibrate_on: int, opset: int, out: Path) -> None:
     """Writes every distinct block as ONNX, with a manifest and the runner, to time on
     another device.
@@ -154,6 +149,7 @@ def lut_export_blocks(space_name: str | None, archs: tuple[str, ...], resolution
     Copy --out to the device and run ``python runner.py . --out results.json`` there (it
     needs only onnxruntime and numpy); then ``fbnas lut import results.json --out lut.json``.
     """
+    archs = archs + more_archs
     if bool(space_name) == bool(archs):
         raise click.UsageError("give either --space or --arch (one or more)")
     if space_name:
@@ -162,7 +158,7 @@ def lut_export_blocks(space_name: str | None, archs: tuple[str, ...], resolution
     else:
         networks = [arch_items(a, resolution, batch=batch) for a in archs]
         calibration = networks[:calibrate_on]
-    bar, update = _progress_bar("export")
+    bar, update = progress_bar("export")
     try:
         manifest = export_blocks(networks, out, space=space_name, calibration=calibration,
                                  opset=opset, progress=update)
