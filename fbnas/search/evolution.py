@@ -27,10 +27,11 @@ best score has not improved for that many generations, and ``stall_mutation_boos
 multiplies the mutation probability after each generation without improvement (back to
 ``mutation_prob`` after one that improves).
 
-Example::
+Example (a cost model is any object with ``target``, ``unit`` and ``cost(sample)``; the
+README's "Spaces and evolution" runs a complete one)::
 
     space = get_space("fbnet_v1_tiny")
-    result = evolve(space, score=my_predictor, constraint=MacsBudget(2e7),
+    result = evolve(space, score=predictor, constraint=macs_under_10m,
                     config=EvolutionConfig(population=32, generations=10, seed=1))
     result.best.sample, result.best.score, space.freeze(result.best.sample).arch_def
 """
@@ -285,6 +286,7 @@ def evolve(space: Space[SampleT], score: Callable[[SampleT], float],
         FbnasError: an ``initial`` sample is not valid (``space.check``).
     """
     config = config or EvolutionConfig()
+    initial = list(initial)
     rng = random.Random(config.seed)
     pool = _Pool(space, score, constraint, progress)
     for sample in initial:
@@ -293,11 +295,12 @@ def evolve(space: Space[SampleT], score: Callable[[SampleT], float],
     count = config.population if config.initial_samples is None else config.initial_samples
     population += pool.fill(functools.partial(space.sample, rng), count, config.max_draws, 0)
     if len(population) < 2:
+        seeds = f" and {len(initial)} initial sample(s)" if initial else ""
         raise InfeasibleConstraintError(
-            f"{pool.draws} draws found only {len(population)} sample(s) under the target "
-            f"{constraint.target:g} {constraint.unit} (a genetic search needs 2); the "
-            f"cheapest cost seen is {pool.cheapest:g} {constraint.unit}; raise the target "
-            f"or max_draws")
+            f"{pool.draws - len(initial)} random draws{seeds} found only {len(population)} "
+            f"feasible sample(s) under the target {constraint.target:g} {constraint.unit} "
+            f"(a genetic search needs 2); the cheapest cost seen is {pool.cheapest:g} "
+            f"{constraint.unit}; raise the target or max_draws")
 
     elite = config.parents if config.elite is None else config.elite
     mutation_prob = config.mutation_prob

@@ -286,9 +286,8 @@ def evolve_widths(model: DynModel, constraint: Constraint, accuracy: AccuracyFn,
     try:
         result = evolve(space, accuracy, constraint, config.evolution(),
                         initial=[space.smallest], progress=report)
-    except InfeasibleConstraintError as exc:  # the smallest network is feasible here
-        raise InfeasibleTargetError(f"{exc} (the smallest network costs {floor:g})"
-                                    ) from None
+    except InfeasibleConstraintError as exc:  # the cheapest seen: the smallest network
+        raise InfeasibleTargetError(str(exc)) from None
     return WidthSearchResult(EvaluatedWidths.of(result.best),
                              [EvaluatedWidths.of(e) for e in result.evaluated],
                              constraint.target, constraint.unit)
