@@ -13,9 +13,10 @@ import fbnas
 from fbnas.cost import count_macs
 from fbnas.errors import FbnasError
 from fbnas.search import get_space
-from fbnas.search.protocols import Frozen, Space
+from fbnas.search.protocols import Constraint, Frozen, Space
 from fbnas.search.space import SearchSpace
 from fbnas.slim import build_slim_model, subnet_cost
+from fbnas.slim.search import MacsConstraint
 from fbnas.slim.space import WidthSpace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "slim"))
@@ -133,6 +134,7 @@ def test_width_space_keys_by_channels_and_freezes_to_the_subnet() -> None:
         space.check((0.5, 0.2) + (0.5,) * (space.dims - 2))
     with pytest.raises(FbnasError, match="min_wm must be in"):
         WidthSpace(model, min_wm=0.0)
+    assert isinstance(MacsConstraint(model, RESOLUTION, 1e6), Constraint)  # the cost side
 
 
 def test_a_hand_built_space_is_a_space_too() -> None:
