@@ -25,8 +25,8 @@ from fbnas.slim import build_slim_model
 from fbnas.slim.latency import DEFAULT_LEVELS, WidthLatencyModel, build_width_latency
 from fbnas.slim.models import SlimFBNet
 from fbnas.slim.search import (
-    Candidate,
     Constraint,
+    EvaluatedWidths,
     LatencyConstraint,
     MacsConstraint,
     WidthEvaluator,
@@ -199,7 +199,7 @@ def search_width(model_name: str, data_spec: str, target_macs: float | None,
         "cpu" if device == "auto" else device)
     evaluator = WidthEvaluator(model, data, bn_batches=bn_batches, val_batches=val_batches,
                                device=torch_device, seed=seed)
-    seen: list[Candidate] = []
+    seen: list[EvaluatedWidths] = []
 
     def report_generation() -> None:
         """One line per finished generation: its size and the best candidate so far."""
@@ -210,7 +210,7 @@ def search_width(model_name: str, data_spec: str, target_macs: float | None,
                    f"so far top-1 {best.top1:.2f} % at {human(best.cost)} {constraint.unit}",
                    err=True)
 
-    def progress(generation: int, candidate: Candidate) -> None:
+    def progress(generation: int, candidate: EvaluatedWidths) -> None:
         if seen and generation != seen[-1].generation:
             report_generation()
         seen.append(candidate)

@@ -28,6 +28,7 @@ from fbnas.cost.analytic import spec_cost
 from fbnas.cost.lut import ArchItems, arch_items
 from fbnas.errors import did_you_mean
 from fbnas.io import YAML_SUFFIXES, read_json_or_yaml
+from fbnas.search.protocols import Frozen, clamp_to_box
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,61 @@ class SearchSpace:
             arch["basic_args"] = self.basic_args.to_dict()
         return arch
 
-    def sample(self, rng: random.Random) -> list[int]:
+    # ---------------------------------------------------------- the Space protocol
+    # A sample is a tuple of candidate indices, one per searchable layer (hashable and
+    # JSON-able); :meth:`freeze` turns it into the arch def. The encoding for Sobol pools
+    # and predictors is the cell centre ``(index + 0.5) / K`` of each layer in [0, 1], so
+    # a uniform point of the box decodes to uniformly drawn candidates.
+
+    @property
+    def dims(self) -> int:
+        """Coordinates of an encoded sample: one per searchable layer."""
+        return self.num_layers
+
+    @property
+    def bounds(self) -> tuple[tuple[float, float], ...]:
+        return ((0.0, 1.0),) * self.num_layers
+
+    def sample(self, rng: random.Random) -> tuple[int, ...]:
         """Uniformly random choices, one per layer."""
-        return [rng.randrange(len(layer.candidates)) for layer in self.layers]
+        return tuple(rng.randrange(len(layer.candidates)) for layer in self.layers)
+
+    def mutate(self, sample: Sequence[int], rng: random.Random, prob: float
+               ) -> tuple[int, ...]:
+        """Each layer's choice redrawn uniformly (possibly the same) with probability
+        ``prob``."""
+        return tuple(rng.randrange(len(layer.candidates)) if rng.random() < prob else choice
+                     for layer, choice in zip(self.layers, sample, strict=True))
+
+    def crossover(self, a: Sequence[int], b: Sequence[int], rng: random.Random
+                  ) -> tuple[int, ...]:
+        """Uniform crossover: each layer's choice from ``a`` or ``b`` with equal odds."""
+        return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
+
+    def check(self, sample: Sequence[int]) -> None:
+        """Raises :class:`ArchDefError` naming the layer whose choice is out of range."""
+        self.check_choices(sample)
+
+    def key(self, sample: Sequence[int]) -> tuple[int, ...]:
+        """The choices themselves: distinct choices are distinct networks."""
+        return tuple(sample)
+
+    def encode(self, sample: Sequence[int]) -> list[float]:
+        """Cell centres ``(choice + 0.5) / K`` in [0, 1], one per layer."""
+        self.check_choices(sample)
+        return [(choice + 0.5) / len(layer.candidates)
+                for layer, choice in zip(self.layers, sample, strict=True)]
+
+    def decode(self, vector: Sequence[float]) -> tuple[int, ...]:
+        """Choices of a point of [0, 1]^layers: cell ``floor(u * K)`` of each layer
+        (clamped, so u = 1 is the last candidate)."""
+        box = clamp_to_box(vector, self.bounds, f"space {self.name!r}")
+        return tuple(min(int(u * len(layer.candidates)), len(layer.candidates) - 1)
+                     for u, layer in zip(box, self.layers, strict=True))
+
+    def freeze(self, sample: Sequence[int]) -> Frozen:
+        """The arch def of ``sample`` (:meth:`arch_def`), no recipe."""
+        return Frozen(self.arch_def(sample))
 
     def choice_names(self, choices: Sequence[int]) -> list[str]:
         return [layer.candidates[c].name for layer, c in zip(self.layers, choices, strict=True)]

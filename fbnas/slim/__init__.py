@@ -24,7 +24,7 @@ from fbnas.slim.blocks import (
     slim_block,
 )
 from fbnas.slim.channels import ChannelGroups, Dimension, PartLayout, UnitLayout, WidthSlot
-from fbnas.slim.cost import LayerCost, layer_costs, output_positions, subnet_cost
+from fbnas.slim.cost import ModuleCost, module_costs, output_positions, subnet_cost
 from fbnas.slim.dyn_model import DynModel, SlimStage
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.extract import active_state, extract_arch_spec, extract_subnet, widths_set
@@ -36,7 +36,7 @@ __all__ = [
     "ChannelGroups",
     "Dimension",
     "DynModel",
-    "LayerCost",
+    "ModuleCost",
     "PartLayout",
     "SlimBasicBlock",
     "SlimBatchNorm2d",
@@ -61,7 +61,7 @@ __all__ = [
     "build_slim_model",
     "extract_arch_spec",
     "extract_subnet",
-    "layer_costs",
+    "module_costs",
     "output_positions",
     "slim_block",
     "subnet_cost",

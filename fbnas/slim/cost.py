@@ -40,8 +40,10 @@ _POSITIONS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], dict[str,
 
 
 @dataclass(frozen=True)
-class LayerCost:
-    """The cost of one layer at a width setting.
+class ModuleCost:
+    """The cost of one module (a conv, a linear, a norm) of a slim network at a width setting.
+
+    Named for modules, apart from DNAS's per-layer candidate costs (``LayerCosts``).
 
     Attributes:
         name: module path.
@@ -122,29 +124,30 @@ def output_positions(model: nn.Module, input_size: InputSize | None = None) -> d
     return positions
 
 
-def _layer_cost(name: str, module: nn.Module, state: dict[str, torch.Tensor],
-                positions: dict[str, int]) -> LayerCost | None:
+def _module_cost(name: str, module: nn.Module, state: dict[str, torch.Tensor],
+                 positions: dict[str, int]) -> ModuleCost | None:
     own_params = dict(module.named_parameters(recurse=False))
     if not own_params and not _is_counted_layer(module):
         return None
     active = state if isinstance(module, SlimOp) else own_params
     params = sum(t.numel() for key, t in active.items() if key in own_params)
     if not _is_counted_layer(module):
-        return LayerCost(name, "other", 0, 0, 0, (1, 1), (1, 1), 0, params, 0)
+        return ModuleCost(name, "other", 0, 0, 0, (1, 1), (1, 1), 0, params, 0)
     position = positions.get(name, 0)
     macs = position * active["weight"].numel()
     if isinstance(module, nn.Linear):
-        return LayerCost(name, "linear", module.in_features, module.out_features, 1, (1, 1),
-                         (1, 1), position, params, macs)
+        return ModuleCost(name, "linear", module.in_features, module.out_features, 1, (1, 1),
+                          (1, 1), position, params, macs)
     kernel = tuple(module.kernel_size)
     stride = tuple(module.stride)
-    return LayerCost(name, "conv", module.in_channels, module.out_channels, module.groups,
-                     (kernel[0], kernel[-1]), (stride[0], stride[-1]), position, params, macs)
+    return ModuleCost(name, "conv", module.in_channels, module.out_channels, module.groups,
+                      (kernel[0], kernel[-1]), (stride[0], stride[-1]), position, params,
+                      macs)
 
 
-def layer_costs(model: DynModel, real_ch: Sequence[Any] | None = None,
-                input_size: InputSize | None = None) -> list[LayerCost]:
-    """Per-layer params and MACs at ``real_ch`` (None: the current setting).
+def module_costs(model: DynModel, real_ch: Sequence[Any] | None = None,
+                 input_size: InputSize | None = None) -> list[ModuleCost]:
+    """Per-module params and MACs at ``real_ch`` (None: the current setting).
 
     Args:
         model: any slim network.
@@ -156,7 +159,7 @@ def layer_costs(model: DynModel, real_ch: Sequence[Any] | None = None,
     with widths_set(model, real_ch):
         for name, module in model.named_modules():
             state = module.active_tensors() if isinstance(module, SlimOp) else {}
-            row = _layer_cost(name, module, state, positions)
+            row = _module_cost(name, module, state, positions)
             if row is not None:
                 rows.append(row)
     return rows
@@ -175,8 +178,8 @@ def subnet_cost(model: DynModel, real_ch: Sequence[Any] | None = None,
         >>> subnet_cost(slim).macs  # full width: the zoo model's MACs at 224
         300774272
     """
-    rows = layer_costs(model, real_ch, input_size)
+    rows = module_costs(model, real_ch, input_size)
     return Cost(sum(r.params for r in rows), sum(r.macs for r in rows))
 
 
-__all__ = ["LayerCost", "layer_costs", "output_positions", "subnet_cost"]
+__all__ = ["ModuleCost", "module_costs", "output_positions", "subnet_cost"]

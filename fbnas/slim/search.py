@@ -3,19 +3,19 @@
 A sandwich-trained network (:mod:`fbnas.slim.train`) holds every width vector's weights at
 once, so a candidate is evaluated by setting its widths, recalibrating batch norm there
 (ALGORITHMS.md section 4.4) and measuring validation accuracy: no training per candidate.
-The search is an evolution over width vectors ``wm`` in ``[min_wm, 1]^search_dim`` (as
-once-for-all's ``evolution.py``: a population, the best as parents, children by mutation
-and crossover, the best kept), under a hard constraint ``cost(wm) <= target``: MACs
-computed analytically (:func:`fbnas.slim.subnet_cost`) or latency predicted from the
-per-block width grids (:mod:`fbnas.slim.latency`).
+The search is fbnas's one genetic search (:func:`fbnas.search.evolution.evolve`: a
+population, the best as parents, children by mutation and crossover, the best kept) over
+the :class:`~fbnas.slim.space.WidthSpace` of width vectors ``wm`` in
+``[min_wm, 1]^search_dim``, under a hard constraint ``cost(wm) <= target``: MACs computed
+analytically (:func:`fbnas.slim.subnet_cost`) or latency predicted from the per-block
+width grids (:mod:`fbnas.slim.latency`).
 
 It talks to two small interfaces, so either side can be swapped: a :class:`Constraint`
 (``cost(wm)``) and an accuracy function (``wm -> top-1 %``). Candidates are drawn with a
-per-candidate ceiling ``u ~ U[min_wm, 1]`` then ``wm_d ~ U[min_wm, u]``, which spreads
-the initial population over network sizes (independent uniform multipliers would all
-land near the middle size, infeasible under tight budgets). Every random draw has a cap;
-when no candidate meets the target the search fails saying how far the cheapest trained
-network is from it.
+per-candidate ceiling ``u ~ U[min_wm, 1]`` then ``wm_d ~ U[min_wm, u]`` (the width space's
+rule, which spreads the initial population over network sizes), and the smallest network
+opens generation 0. Every random draw has a cap; when no candidate meets the target the
+search fails saying how far the cheapest trained network is from it.
 
 Example::
 
@@ -28,34 +28,38 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from fbnas.data.datasets import ImageDatasets
 from fbnas.errors import reject_unknown_keys
+from fbnas.search.evolution import (
+    Evaluated,
+    EvolutionConfig,
+    InfeasibleConstraintError,
+    check_evolution_settings,
+    evolve,
+)
+from fbnas.search.protocols import Constraint
 from fbnas.slim.cost import subnet_cost
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.extract import extract_arch_spec, extract_subnet
 from fbnas.slim.latency import WidthLatencyModel
 from fbnas.slim.models import SlimFBNet
+from fbnas.slim.space import WidthSpace
 from fbnas.slim.train import calibration_loader, recalibrate_bn
 from fbnas.train.trainer import evaluate
 
-logger = logging.getLogger(__name__)
 
-
-class InfeasibleTargetError(SlimConfigError):
+class InfeasibleTargetError(SlimConfigError, InfeasibleConstraintError):
     """No width vector the search may try meets the cost target."""
 
 
@@ -89,22 +93,7 @@ class WidthSearchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("population", "parents", "max_draws"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SlimConfigError(f"width search: {name} must be an int >= 1, got "
-                                      f"{value!r}")
-        if isinstance(self.generations, bool) or not isinstance(self.generations, int) \
-                or self.generations < 0:
-            raise SlimConfigError(f"width search: generations must be an int >= 0, got "
-                                  f"{self.generations!r}")
-        if self.parents > self.population:
-            raise SlimConfigError(f"width search: parents ({self.parents}) must not exceed "
-                                  f"population ({self.population})")
-        for name in ("mutation_prob", "crossover"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise SlimConfigError(f"width search: {name} must be in [0, 1], got "
-                                      f"{getattr(self, name)!r}")
+        check_evolution_settings(self, "width search", SlimConfigError)
         if not 0.0 < self.min_wm <= 1.0:
             raise SlimConfigError(f"width search: min_wm must be in (0, 1], got "
                                   f"{self.min_wm!r}")
@@ -119,17 +108,19 @@ class WidthSearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def evolution(self) -> EvolutionConfig:
+        """The genetic settings of :func:`fbnas.search.evolution.evolve` (the others at
+        their defaults: a crossover child mutated at half ``mutation_prob``, the parents
+        competing with their children, ``population`` random initial candidates)."""
+        return EvolutionConfig(population=self.population, generations=self.generations,
+                               parents=self.parents, mutation_prob=self.mutation_prob,
+                               crossover=self.crossover, max_draws=self.max_draws,
+                               seed=self.seed)
+
 
 # --------------------------------------------------------------------------- interfaces
-
-
-class Constraint(Protocol):
-    """What the search needs from a cost: a value per width vector, a target, a unit."""
-
-    target: float
-    unit: str
-
-    def cost(self, wm: Sequence[float]) -> float: ...
+# ``Constraint`` (``target``, ``unit``, ``cost(wm)``) is the search protocol's
+# (:class:`fbnas.search.protocols.Constraint`); the two below are the width search's.
 
 
 @dataclass
@@ -218,14 +209,20 @@ class WidthEvaluator:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One evaluated width vector."""
+class EvaluatedWidths:
+    """One evaluated width vector: its multipliers, channels, cost and accuracy."""
 
     wm: tuple[float, ...]
     ch: tuple[int, ...]
     cost: float
     top1: float
     generation: int
+
+    @classmethod
+    def of(cls, evaluated: Evaluated[tuple[float, ...]]) -> EvaluatedWidths:
+        """The width search's record of a :class:`WidthSpace` evaluation (key = channels)."""
+        return cls(tuple(evaluated.sample), tuple(evaluated.key), evaluated.cost,
+                   evaluated.score, evaluated.generation)
 
     def to_dict(self) -> dict[str, Any]:
         return {"wm": list(self.wm), "ch": list(self.ch), "cost": self.cost,
@@ -236,53 +233,31 @@ class Candidate:
 class WidthSearchResult:
     """The best feasible candidate and everything evaluated (in order)."""
 
-    best: Candidate
-    evaluated: list[Candidate] = field(default_factory=list)
+    best: EvaluatedWidths
+    evaluated: list[EvaluatedWidths] = field(default_factory=list)
     target: float = 0.0
     unit: str = ""
 
-    def pareto_front(self) -> list[Candidate]:
+    def pareto_front(self) -> list[EvaluatedWidths]:
         """Candidates no other beats on both accuracy and cost, by ascending cost."""
-        front: list[Candidate] = []
+        front: list[EvaluatedWidths] = []
         for c in sorted(self.evaluated, key=lambda c: (c.cost, -c.top1)):
             if not front or c.top1 > front[-1].top1:
                 front.append(c)
         return front
 
 
-def _draw(rng: random.Random, dims: int, low: float) -> list[float]:
-    ceiling = rng.uniform(low, 1.0)
-    return [rng.uniform(low, ceiling) for _ in range(dims)]
-
-
-def _mutate(rng: random.Random, wm: Sequence[float], prob: float, low: float) -> list[float]:
-    return [rng.uniform(low, 1.0) if rng.random() < prob else w for w in wm]
-
-
-def _crossover(rng: random.Random, a: Sequence[float], b: Sequence[float]) -> list[float]:
-    return [x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True)]
-
-
-def _breed(rng: random.Random, parents: Sequence[Candidate], config: WidthSearchConfig
-           ) -> list[float]:
-    """A child: crossover of two parents then a light mutation, or a mutated parent."""
-    if len(parents) > 1 and rng.random() < config.crossover:
-        a, b = rng.sample(list(parents), 2)
-        return _mutate(rng, _crossover(rng, a.wm, b.wm), config.mutation_prob / 2,
-                       config.min_wm)
-    return _mutate(rng, rng.choice(list(parents)).wm, config.mutation_prob, config.min_wm)
-
-
 def evolve_widths(model: DynModel, constraint: Constraint, accuracy: AccuracyFn,
                   config: WidthSearchConfig | None = None,
-                  progress: Callable[[int, Candidate], None] | None = None
+                  progress: Callable[[int, EvaluatedWidths], None] | None = None
                   ) -> WidthSearchResult:
     """Searches ``wm`` maximising ``accuracy(wm)`` subject to ``constraint.cost(wm) <= target``.
 
-    Width vectors that decode to the same channel counts are one candidate (evaluated
-    once). The best ``parents`` of the population breed ``population`` children per
-    generation (crossover then a light mutation, or a mutation alone), feasible ones only;
-    the next population is the best of parents and children.
+    :func:`fbnas.search.evolution.evolve` over ``WidthSpace(model, config.min_wm)``,
+    opened by the smallest network: width vectors that decode to the same channel counts
+    are one candidate (evaluated once); the best ``parents`` of the population breed
+    ``population`` children per generation (crossover then a light mutation, or a mutation
+    alone), feasible ones only; the next population is the best of parents and children.
 
     Args:
         model: the slim network (for ``search_dim`` and decoding).
@@ -296,66 +271,26 @@ def evolve_widths(model: DynModel, constraint: Constraint, accuracy: AccuracyFn,
             the target, or ``max_draws`` random draws found no feasible candidate.
     """
     config = config or WidthSearchConfig()
-    rng = random.Random(config.seed)
-    dims = model.search_dim
-    smallest = [config.min_wm] * dims
-    floor = constraint.cost(smallest)
+    space = WidthSpace(model, config.min_wm)
+    floor = constraint.cost(space.smallest)
     if floor > constraint.target:
         raise InfeasibleTargetError(
             f"no width vector meets the target {constraint.target:g} {constraint.unit}: the "
             f"smallest network the search may try (wm = {config.min_wm:g} everywhere) costs "
             f"{floor:g} {constraint.unit}; raise the target or lower min_wm")
-    seen: dict[tuple[int, ...], Candidate] = {}
-    evaluated: list[Candidate] = []
 
-    def consider(wm: list[float], generation: int) -> Candidate | None:
-        """The candidate of ``wm`` if feasible and new (evaluated now), else None."""
-        ch = tuple(model.channel_groups.flatten_ch(model.decode_wm(wm)))
-        if ch in seen:
-            return None
-        cost = constraint.cost(wm)
-        if cost > constraint.target:
-            return None
-        candidate = Candidate(tuple(wm), ch, cost, float(accuracy(wm)), generation)
-        seen[ch] = candidate
-        evaluated.append(candidate)
+    def report(generation: int, evaluated: Evaluated[tuple[float, ...]]) -> None:
         if progress is not None:
-            progress(generation, candidate)
-        return candidate
+            progress(generation, EvaluatedWidths.of(evaluated))
 
-    def fill(make: Callable[[], list[float]], generation: int) -> list[Candidate]:
-        found: list[Candidate] = []
-        for _ in range(config.max_draws):
-            if len(found) >= config.population:
-                break
-            candidate = consider(make(), generation)
-            if candidate is not None:
-                found.append(candidate)
-        return found
-
-    first = consider(list(smallest), 0)  # always feasible here: the floor of the search
-    population = ([first] if first else []) + fill(lambda: _draw(rng, dims, config.min_wm), 0)
-    if len(population) < 2:
-        raise InfeasibleTargetError(
-            f"{config.max_draws} random width vectors found only {len(population)} under "
-            f"{constraint.target:g} {constraint.unit} (the smallest network costs "
-            f"{floor:g}); raise the target or max_draws")
-
-    def by_accuracy(c: Candidate) -> tuple[float, float]:
-        return (c.top1, -c.cost)
-
-    for generation in range(1, config.generations + 1):
-        parents = sorted(population, key=by_accuracy, reverse=True)[:config.parents]
-
-        children = fill(functools.partial(_breed, rng, parents, config), generation)
-        if not children:
-            logger.info("generation %d: no new feasible child in %d draws; stopping",
-                        generation, config.max_draws)
-            break
-        population = sorted(parents + children, key=by_accuracy,
-                            reverse=True)[:config.population]
-    best = max(evaluated, key=by_accuracy)
-    return WidthSearchResult(best, evaluated, constraint.target, constraint.unit)
+    try:
+        result = evolve(space, accuracy, constraint, config.evolution(),
+                        initial=[space.smallest], progress=report)
+    except InfeasibleConstraintError as exc:  # the cheapest seen: the smallest network
+        raise InfeasibleTargetError(str(exc)) from None
+    return WidthSearchResult(EvaluatedWidths.of(result.best),
+                             [EvaluatedWidths.of(e) for e in result.evaluated],
+                             constraint.target, constraint.unit)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -433,8 +368,8 @@ def plot_pareto(result: WidthSearchResult, path: str | os.PathLike) -> None:
 
 
 __all__ = [
-    "Candidate",
     "Constraint",
+    "EvaluatedWidths",
     "InfeasibleTargetError",
     "LatencyConstraint",
     "MacsConstraint",

@@ -14,7 +14,7 @@ from fbnas.slim import (
     SLIM_MODELS,
     build_slim_model,
     extract_arch_spec,
-    layer_costs,
+    module_costs,
     subnet_cost,
 )
 from fbnas.zoo import FBNet
@@ -57,10 +57,10 @@ def test_full_width_cost_is_the_zoo_figure() -> None:
     assert cost.macs == 300774272
 
 
-def test_layer_costs_name_each_layer_with_its_active_shape() -> None:
+def test_module_costs_name_each_module_with_its_active_shape() -> None:
     model = _meta_model("slim_mbv3")
     real_ch = model.decode_ch(model.decode_wm([0.5] * model.search_dim))
-    rows = {row.name: row for row in layer_costs(model, real_ch, RESOLUTION)}
+    rows = {row.name: row for row in module_costs(model, real_ch, RESOLUTION)}
     stem = rows["stages.0.blocks.0.conv"]
     # 3 -> 8 channels, 3x3, stride 2 at 64x64: 32x32 outputs of 27-term dot products
     assert (stem.kind, stem.in_channels, stem.out_channels, stem.stride) == ("conv", 3, 8, (2, 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ from fbnas.cli.main import main
 from fbnas.cost import count_macs
 from fbnas.data import open_datasets
 from fbnas.export.checkpoint import load_model_from_checkpoint
+from fbnas.search.evolution import InfeasibleConstraintError
 from fbnas.slim import build_slim_model, subnet_cost
 from fbnas.slim.latency import build_width_latency
 from fbnas.slim.search import (
@@ -84,6 +86,12 @@ def test_evolution_keeps_every_candidate_under_the_target_and_improves_on_random
                                             for a, b in itertools.pairwise(front))
     again = evolve_widths(model, constraint, accuracy, config)
     assert again.best == result.best  # seeded
+    # The candidates of this seed, pinned when the search moved onto
+    # fbnas.search.evolution (they equal the earlier private loop's): same seed, same run.
+    lines = "".join(json.dumps(c.to_dict()) + "\n" for c in result.evaluated)
+    assert len(result.evaluated) == 41 and result.best.ch == (16, 8, 40, 88, 16, 80, 56, 64)
+    assert hashlib.sha256(lines.encode()).hexdigest() == (
+        "d93d161626e89e3a85dcc76d43cedefdb9cef71a00625a2ed5ff88b18668ccd4")
 
 
 def test_a_target_below_the_smallest_trained_network_fails_clearly() -> None:
@@ -95,6 +103,13 @@ def test_a_target_below_the_smallest_trained_network_fails_clearly() -> None:
                       WidthSearchConfig(min_wm=0.35))
     with pytest.raises(ValueError, match="parents \\(5\\) must not exceed population \\(4\\)"):
         WidthSearchConfig(population=4, parents=5)
+    # Only the smallest network fits: the random draws' failure names the cheapest cost.
+    with pytest.raises(InfeasibleTargetError, match=f"50 random draws and 1 initial "
+                       f"sample\\(s\\) found only 1 feasible sample\\(s\\) under the target "
+                       f"{floor:g} MACs .*the cheapest cost seen is {floor:g} MACs") as info:
+        evolve_widths(model, MacsConstraint(model, RESOLUTION, floor), lambda wm: 0.0,
+                      WidthSearchConfig(min_wm=0.35, max_draws=50))
+    assert isinstance(info.value, InfeasibleConstraintError)
 
 
 def test_cli_searches_under_a_macs_target_and_writes_a_usable_subnet(
