@@ -43,7 +43,13 @@ from fbnas.data.datasets import ImageDatasets
 from fbnas.io import atomic_write_text
 from fbnas.train import checkpoint as ckpt
 from fbnas.train.config import RecipeError, TrainConfig
-from fbnas.train.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
+from fbnas.train.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    resolve_device,
+)
 from fbnas.train.regularize import set_drop_path, set_head_dropout
 from fbnas.version import __version__
 from fbnas.zoo.checkpoint import CheckpointError
@@ -159,20 +165,6 @@ def seed_training_streams(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device | None, context: DistContext) -> torch.device:
-    """``None``/``"auto"``: this process's GPU if CUDA is available, else the CPU."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", context.local_rank)
-        return torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("device 'cuda' requested but CUDA is not available here")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", context.local_rank)
-    return device
 
 
 @torch.no_grad()

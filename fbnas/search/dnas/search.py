@@ -53,7 +53,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset, default_collate
@@ -71,7 +70,15 @@ from fbnas.train.checkpoint import (
     read_checkpoint,
     restore_rng_state,
 )
-from fbnas.train.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
+from fbnas.train.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    average_batchnorm_statistics,
+    barrier,
+    broadcast_state,
+    reduce_gradients,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +290,7 @@ def run_search(
     if resume and (out / "last.pt").exists():
         _check_same_space(out, search.space)
         start_epoch, history = _restore(search, read_checkpoint(out / "last.pt"))
-    _broadcast_state(search.net, context)
+    broadcast_state(search.net, context)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / SEARCH_CONFIG, json.dumps(
@@ -365,73 +372,6 @@ def _restore(search: _Search, state: dict) -> tuple[int, list[dict]]:
     return int(state["epoch"]) + 1, [dict(r) for r in state["history"]]
 
 
-# Collectives run on flat buckets of at most this many elements (16 MiB of float32), like
-# DDP's gradient buckets: few messages, without copying a whole supernet at once.
-_BUCKET_ELEMENTS = 1 << 22
-
-
-def _in_buckets(tensors: list[torch.Tensor],
-                collective: Callable[[torch.Tensor], object]) -> None:
-    """Runs ``collective`` in place on flat copies of ``tensors`` and copies the results back.
-
-    Tensors are grouped by dtype, in order; every rank must pass the same shapes in the same
-    order. A flat copy also serves tensors a collective refuses (channels-last weights).
-    """
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for tensor in tensors:
-        by_dtype.setdefault(tensor.dtype, []).append(tensor)
-
-    def flush(bucket: list[torch.Tensor]) -> None:
-        flat = torch.cat([t.reshape(-1) for t in bucket])  # (elements,)
-        collective(flat)
-        offset = 0
-        for t in bucket:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
-
-    for group in by_dtype.values():
-        bucket: list[torch.Tensor] = []
-        size = 0
-        for tensor in group:
-            if bucket and size + tensor.numel() > _BUCKET_ELEMENTS:
-                flush(bucket)
-                bucket, size = [], 0
-            bucket.append(tensor)
-            size += tensor.numel()
-        if bucket:
-            flush(bucket)
-
-
-def _all_reduce_sum_scaled(tensors: list[torch.Tensor], scale: float) -> None:
-    """``t <- sum over ranks of scale * t`` for each tensor, in place."""
-    _in_buckets(tensors, lambda flat: dist.all_reduce(flat.mul_(scale), op=dist.ReduceOp.SUM))
-
-
-def _broadcast_state(net: Supernet, context: DistContext) -> None:
-    """Gives every rank rank 0's parameters and buffers (as DDP does at start)."""
-    if context.is_distributed:
-        _in_buckets(list(net.state_dict().values()), lambda flat: dist.broadcast(flat, src=0))
-
-
-def _reduce_gradients(params: list[nn.Parameter], share: float, context: DistContext) -> None:
-    """Sums the share-weighted gradients over ranks: the global batch's mean-loss gradient.
-
-    Parameters without a gradient (the candidates off a single path) are skipped. The path
-    is shared, so every rank skips the same ones and reduces the same tensors in order.
-    """
-    if context.is_distributed:
-        _all_reduce_sum_scaled([p.grad for p in params if p.grad is not None], share)
-
-
-def _average_batchnorm_statistics(net: Supernet, context: DistContext) -> None:
-    """Averages BN running statistics over ranks, so evaluation and checkpoints see one set."""
-    if not context.is_distributed:
-        return
-    buffers = [buf for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-               for buf in (m.running_mean, m.running_var) if buf is not None]
-    _all_reduce_sum_scaled(buffers, 1.0 / context.world_size)
-
-
 def _rank_batches(dataset, indices: list[int], batch_size: int, seed: int,
                   context: DistContext) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
     """This rank's slices of one pass's global batches, with each slice's share of its batch.
@@ -485,7 +425,7 @@ def _train_epoch(search: _Search, epoch: int, tau: float,
             progress("warm-up" if search_epoch < 0 else "search", done, len(plan),
                      {"epoch": epoch + 1, "epochs": config.epochs, "tau": tau})
     search.w_sched.step()
-    _average_batchnorm_statistics(search.net, context)
+    average_batchnorm_statistics(search.net, context)
     return all_reduce_sum(stats, context)
 
 
@@ -501,7 +441,7 @@ def _step(search: _Search, kind: str, x: torch.Tensor, y: torch.Tensor, share: f
     optimizer.zero_grad(set_to_none=True)
     params = net.weight_parameters() if kind == "w" else net.arch_parameters()
     loss.backward(inputs=params)
-    _reduce_gradients(params, share, search.context)
+    reduce_gradients(params, share, search.context)
     optimizer.step()
     row = 0 if kind == "w" else 3
     stats[row] += float(loss.detach()) * len(y)
