@@ -209,10 +209,16 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 
 class MetricsLog:
-    """Per-epoch metrics to ``metrics.jsonl`` (one JSON object a line) and TensorBoard."""
+    """Per-epoch metrics to ``metrics.jsonl`` (one JSON object a line) and TensorBoard.
 
-    def __init__(self, out_dir: Path, tensorboard: bool, purge_step: int | None) -> None:
+    Shared by the trainer (TensorBoard step: the optimizer step, ``step_key="step"``) and
+    the search engine (its lines have no step: the epoch).
+    """
+
+    def __init__(self, out_dir: Path, tensorboard: bool, purge_step: int | None,
+                 step_key: str = "step") -> None:
         self.path = out_dir / METRICS_FILE
+        self.step_key = step_key
         self.writer = None
         if tensorboard:
             try:
@@ -230,7 +236,7 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(metrics) + "\n")
         if self.writer is not None:
-            step = int(metrics["step"])
+            step = int(metrics[self.step_key])
             for key, value in metrics.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):
                     group = "val" if key.startswith("val_") else "train"

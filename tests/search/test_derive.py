@@ -8,8 +8,7 @@ import random
 
 import pytest
 
-from fbnas.search.dnas.derive import most_probable_within
-from fbnas.search.dnas.supernet import LayerCosts
+from fbnas.search.derive import LayerCosts, most_probable_within
 
 
 def brute_force(log_probs, costs: LayerCosts, low: float, high: float):
