@@ -72,7 +72,7 @@ for job in json.loads(sys.argv[1]):
 
 CLI_ARGS = ["--space", "tiny_ddp_bn", "--data", "digits?per_class=8", "--cost", "macs",
             "--mode", "single-path", "--epochs", "3", "--warmup-epochs", "1", "--batch-size",
-            "16", "--resolution", "16", "--tau-final", "0.5"]
+            "16", "--resolution", "16", "--tau-final", "0.5", "--device", "cpu"]
 
 
 def _env() -> dict[str, str]:
