@@ -297,7 +297,9 @@ class Supernet(nn.Module):
     def fixed_sample(self, choices: Sequence[int]) -> PathSample:
         """The sample that runs the architecture ``choices`` alone (weight 1 per layer)."""
         weights = torch.zeros_like(self.theta)
-        weights[torch.arange(len(choices)), torch.tensor(list(choices))] = 1.0
+        device = weights.device
+        weights[torch.arange(len(choices), device=device),
+                torch.tensor(list(choices), device=device)] = 1.0
         return PathSample(weights, list(choices))
 
     def forward(self, x: torch.Tensor, sample: PathSample | None = None, *, tau: float = 5.0,
@@ -313,7 +315,7 @@ class Supernet(nn.Module):
         elif weights is None:
             weights, indices = self.sample_weights(tau, mode or self.mode)
         x = self.stem(x.contiguous(memory_format=self.memory_format))
-        cost = x.new_tensor(self.costs.fixed)
+        cost = self.theta.new_tensor(self.costs.fixed)  # float32, also when x is bfloat16
         for i, layer in enumerate(self.layers):
             w = weights[i, : len(layer.candidates)]
             x = layer(x, w, indices[i] if indices is not None else None)
