@@ -4,6 +4,7 @@ the ``meta`` device as a stand-in for "not the CPU"; the CUDA checks run where C
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -13,7 +14,7 @@ from toy_supernet import CONFIG, DATA, RESOLUTION, toy_engine
 from fbnas.cli.main import main
 from fbnas.search.cost_loss import CostLoss
 from fbnas.search.dnas import Supernet, layer_costs
-from fbnas.search.engine import EngineConfig, SearchEngine
+from fbnas.search.engine import DerivesWithinBand, SearchableModel, SearchEngine
 from fbnas.search.sampling import ArchSampler, gumbel_softmax
 from fbnas.search.space import Candidate, LayerChoice, SearchSpace
 from fbnas.tasks import ClassificationTask
@@ -30,6 +31,11 @@ SPACE = SearchSpace("device_space", 16, prefix=((("conv_k3", 8, 2, 1),),),
 def _supernet(mode: str = "soft") -> Supernet:
     costs = layer_costs(SPACE, "macs", resolution=16, num_classes=10)
     return Supernet(SPACE, costs, num_classes=10, resolution=16, mode=mode)  # type: ignore
+
+
+def test_the_dnas_supernet_follows_the_engines_protocols() -> None:
+    net = _supernet()
+    assert isinstance(net, SearchableModel) and isinstance(net, DerivesWithinBand)
 
 
 def test_auto_takes_this_ranks_gpu_when_cuda_is_present(monkeypatch) -> None:
@@ -87,14 +93,13 @@ def test_amp_is_ignored_on_the_cpu_with_a_warning(tmp_path, caplog) -> None:
     from fbnas.data import open_datasets
 
     data = open_datasets(DATA, RESOLUTION)
-    config = EngineConfig(**{**CONFIG.__dict__, "epochs": 2, "amp": True,
-                             "tensorboard": False})
+    config = dataclasses.replace(CONFIG, epochs=2, amp=True, tensorboard=False)
     with caplog.at_level(logging.WARNING, logger="fbnas.search.engine"):
         engine = toy_engine(data, config)
     assert not engine.use_amp and engine.device == torch.device("cpu")
     assert "amp (bfloat16 autocast) needs CUDA: searching in float32 on cpu" in caplog.text
     with_amp = engine.run(tmp_path / "amp").model.theta
-    plain = toy_engine(data, EngineConfig(**{**config.__dict__, "amp": False})).run(
+    plain = toy_engine(data, dataclasses.replace(config, amp=False)).run(
         tmp_path / "plain").model.theta
     assert torch.equal(with_amp, plain)
 
@@ -115,7 +120,7 @@ def test_a_search_runs_on_cuda_with_amp_and_keeps_its_supernet_channels_last(tmp
     from fbnas.data import open_datasets
 
     data = open_datasets(DATA, RESOLUTION)
-    config = EngineConfig(**{**CONFIG.__dict__, "device": "cuda", "amp": True})
+    config = dataclasses.replace(CONFIG, device="cuda", amp=True)
     result = toy_engine(data, config).run(tmp_path / "run")
     assert result.model.theta.device.type == "cuda"
     dnas = SearchEngine(_supernet, ClassificationTask(10), data, config, CostLoss(1.0))

@@ -1,4 +1,5 @@
-"""Validation of the argmax path inside the supernet uses batch statistics, untouched state."""
+"""The engine validates the derived path inside the supernet with batch statistics, leaving
+the running statistics untouched."""
 
 from __future__ import annotations
 
