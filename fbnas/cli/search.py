@@ -167,18 +167,17 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
     cost; also in RUN/tensorboard/), RUN/theta.json, RUN/last.pt (the previous one kept as
     RUN/last.prev.pt), RUN/best.pt (the epoch whose argmax path validated best), the plots
     RUN/theta.png (theta per layer over epochs) and RUN/curves.png (cost, accuracy, tau,
-    entropy), and the derived
-    RUN/arch.json plus architectures sampled from the final distribution under
-    RUN/samples/ — arch files every other command accepts (fbnas train RUN/arch.json ...,
-    fine-tuned from the supernet with --init-from-supernet RUN).
+    entropy), and the derived RUN/arch.json plus architectures sampled from the final
+    distribution under RUN/samples/ — arch files every other command accepts (fbnas train
+    RUN/arch.json ..., fine-tuned from the supernet with --init-from-supernet RUN).
 
     Devices: --device auto searches on this machine's GPU when CUDA is present (--amp:
     bfloat16 autocast there); the architecture samples are drawn on the CPU, so a GPU
     search draws the same ones.
 
     Multi-process: --nproc N runs N processes here (gloo on the CPU, nccl on CUDA); or run
-    `torchrun --nproc-per-node N -m fbnas search dnas ...`. Each process takes its slice of every
-    global batch; weight and theta gradients are averaged over processes, so theta stays
+    `torchrun --nproc-per-node N -m fbnas search dnas ...`. Each process takes its slice of
+    every global batch; weight and theta gradients are averaged over processes, so theta stays
     the same on all of them. All processes draw the same architecture sample at every step
     (in single-path mode: the same path) from a stream seeded alike, so the candidates off
     the path get no gradient on any process. Rank 0 alone writes RUN; --resume continues on
