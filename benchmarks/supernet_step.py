@@ -188,7 +188,7 @@ class Stepper:
             self.model.zero_grad(set_to_none=True)
             loss.backward()  # every gradient, whichever optimizer steps
         else:
-            # As fbnas.search.dnas.search does: only the stepped parameters' gradients.
+            # As fbnas.search.engine does: only the stepped parameters' gradients.
             params = (self.model.weight_parameters() if kind == "w"
                       else self.model.arch_parameters())
             loss.backward(inputs=params)

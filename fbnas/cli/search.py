@@ -20,6 +20,7 @@ from fbnas.train.distributed import (
     DistContext,
     barrier,
     init_distributed,
+    resolve_device,
     shutdown_distributed,
 )
 from fbnas.train.memory import keep_freed_memory
@@ -142,7 +143,14 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue RUN/last.pt.")
 @click.option("--nproc", type=click.IntRange(min=1),
-              help="Run N data-parallel processes on this machine (via torchrun).")
+              help="Run N data-parallel processes on this machine (via torchrun; on CUDA "
+                   "one GPU each).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when present), cpu, cuda, cuda:1...")
+@click.option("--amp", is_flag=True,
+              help="bfloat16 autocast of the forward passes (CUDA only; ignored on the CPU).")
+@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
+              help="Also write RUN/tensorboard/.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder (RUN below).")
 @click.pass_context
@@ -151,19 +159,25 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
                 epochs: int, warmup_epochs: int, batch_size: int, loss_form: str, alpha: float,
                 beta: float, tau_final: float | None, alternate: str, w_lr: float,
                 theta_lr: float, target_band: float, resolution: int | None,
-                threads: int, seed: int, resume: bool, nproc: int | None, out: Path) -> None:
+                threads: int, seed: int, resume: bool, nproc: int | None, device: str,
+                amp: bool, tensorboard: bool, out: Path) -> None:
     """Searches a space with FBNetV1's Gumbel-softmax supernet and a cost-aware loss.
 
     Writes RUN/metrics.jsonl (per epoch: losses, accuracy, tau, theta entropy, expected
-    cost), RUN/theta.json, RUN/last.pt, the plots RUN/theta.png (theta per layer over
-    epochs) and RUN/curves.png (cost, accuracy, tau, entropy), and the derived
-    RUN/arch.json plus architectures sampled from the final distribution under
-    RUN/samples/ — arch files every other command accepts (fbnas train RUN/arch.json ...,
-    fine-tuned from the supernet with --init-from-supernet RUN).
+    cost; also in RUN/tensorboard/), RUN/theta.json, RUN/last.pt (the previous one kept as
+    RUN/last.prev.pt), RUN/best.pt (the epoch whose argmax path validated best), the plots
+    RUN/theta.png (theta per layer over epochs) and RUN/curves.png (cost, accuracy, tau,
+    entropy), and the derived RUN/arch.json plus architectures sampled from the final
+    distribution under RUN/samples/ — arch files every other command accepts (fbnas train
+    RUN/arch.json ..., fine-tuned from the supernet with --init-from-supernet RUN).
 
-    Multi-process: --nproc N runs N processes here (gloo); or run `torchrun
-    --nproc-per-node N -m fbnas search dnas ...`. Each process takes its slice of every
-    global batch; weight and theta gradients are averaged over processes, so theta stays
+    Devices: --device auto searches on this machine's GPU when CUDA is present (--amp:
+    bfloat16 autocast there); the architecture samples are drawn on the CPU, so a GPU
+    search draws the same ones.
+
+    Multi-process: --nproc N runs N processes here (gloo on the CPU, nccl on CUDA); or run
+    `torchrun --nproc-per-node N -m fbnas search dnas ...`. Each process takes its slice of
+    every global batch; weight and theta gradients are averaged over processes, so theta stays
     the same on all of them. All processes draw the same architecture sample at every step
     (in single-path mode: the same path) from a stream seeded alike, so the candidates off
     the path get no gradient on any process. Rank 0 alone writes RUN; --resume continues on
@@ -196,10 +210,11 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
                             mode=mode, batch_size=batch_size, loss_form=loss_form,  # type: ignore
                             alpha=alpha, beta=beta, target=target, tau_final=tau_final,
                             alternate=alternate, cost=cost, resolution=resolution,  # type: ignore
-                            seed=seed, w_lr=w_lr, theta_lr=theta_lr, target_band=target_band)
+                            seed=seed, w_lr=w_lr, theta_lr=theta_lr, target_band=target_band,
+                            device=device, amp=amp, tensorboard=tensorboard)
     except ValueError as exc:  # a bad combination of options, named by the settings check
         raise click.UsageError(str(exc)) from None
-    context = init_distributed("cpu")
+    context = init_distributed(resolve_device(device, DistContext()).type)
     try:
         table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,
                                open_datasets(data_spec, resolution).num_classes)

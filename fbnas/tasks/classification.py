@@ -23,12 +23,16 @@ class ClassificationTask:
         topk: the top-k accuracies reported (``top1``, ``top5``); k is capped at the class
             count, so top-5 of a 3-class problem is top-3.
         score_name: the metric that picks the best checkpoint.
+        percent: accuracies in % (the trainer's metrics lines) or, False, as fractions in
+            [0, 1] (the DNAS search's ``metrics.jsonl``, whose format predates tasks); each
+            is computed from the hit counts directly, not converted from the other.
     """
 
     num_classes: int
     topk: tuple[int, ...] = (1, 5)
     score_name: str = "top1"
     name: str = "classification"
+    percent: bool = True
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -67,12 +71,14 @@ class ClassificationTask:
         return torch.stack([s.to(torch.float64) for s in sums])
 
     def metrics(self, sums: torch.Tensor, count: int) -> dict[str, float]:
-        """Mean loss and top-k accuracies in % over ``count`` images."""
+        """Mean loss and top-k accuracies (in % unless ``percent`` is off) over ``count``
+        images."""
         values = sums.tolist()
         count = max(int(count), 1)
+        scale = 100.0 if self.percent else 1.0
         out = {"loss": values[0] / count}
-        out.update({f"top{k}": 100.0 * v / count for k, v in zip(self.topk, values[1:],
-                                                                  strict=True)})
+        out.update({f"top{k}": scale * v / count for k, v in zip(self.topk, values[1:],
+                                                                 strict=True)})
         return out
 
     def score(self, metrics: dict[str, float]) -> float:

@@ -7,7 +7,12 @@ from fbnas.train.checkpoint import (
     read_training_checkpoint,
 )
 from fbnas.train.config import RecipeError, TrainConfig, builtin_recipes, load_recipe
-from fbnas.train.distributed import DistContext, init_distributed, shutdown_distributed
+from fbnas.train.distributed import (
+    DistContext,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
 from fbnas.train.regularize import load_init_weights, set_drop_path, set_head_dropout
 from fbnas.train.trainer import (
     EvalResult,
@@ -36,6 +41,7 @@ __all__ = [
     "load_recipe",
     "read_checkpoint",
     "read_training_checkpoint",
+    "resolve_device",
     "set_drop_path",
     "set_head_dropout",
     "shutdown_distributed",

@@ -28,7 +28,7 @@ import os
 import random
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +117,14 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def find_resumable(folder: Path) -> tuple[Path, dict[str, Any], list[str]]:
+def find_resumable(folder: Path,
+                   read: Callable[[Path], dict[str, Any]] = read_training_checkpoint
+                   ) -> tuple[Path, dict[str, Any], list[str]]:
     """Returns (path, checkpoint, problems) for the newest readable checkpoint in ``folder``.
 
     Tries ``last.pt``, then ``last.prev.pt``; ``problems`` says why a newer one was skipped.
+    ``read`` loads and checks one file, raising :class:`CheckpointError` for a bad one (a
+    training checkpoint by default; the search engine passes its own).
 
     Raises:
         CheckpointError: neither is readable (each reason listed).
@@ -135,7 +139,7 @@ def find_resumable(folder: Path) -> tuple[Path, dict[str, Any], list[str]]:
         if not path.exists():
             continue
         try:
-            return path, read_training_checkpoint(path), problems
+            return path, read(path), problems
         except CheckpointError as exc:
             problems.append(str(exc))
     raise CheckpointError("no readable checkpoint to resume from: " + "; ".join(problems))

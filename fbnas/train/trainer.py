@@ -43,7 +43,13 @@ from fbnas.data.datasets import ImageDatasets
 from fbnas.io import atomic_write_text
 from fbnas.train import checkpoint as ckpt
 from fbnas.train.config import RecipeError, TrainConfig
-from fbnas.train.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
+from fbnas.train.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    resolve_device,
+)
 from fbnas.train.regularize import set_drop_path, set_head_dropout
 from fbnas.version import __version__
 from fbnas.zoo.checkpoint import CheckpointError
@@ -161,20 +167,6 @@ def seed_training_streams(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str | torch.device | None, context: DistContext) -> torch.device:
-    """``None``/``"auto"``: this process's GPU if CUDA is available, else the CPU."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", context.local_rank)
-        return torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("device 'cuda' requested but CUDA is not available here")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", context.local_rank)
-    return device
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
              context: DistContext | None = None, amp: bool = False,
@@ -217,10 +209,16 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 
 class MetricsLog:
-    """Per-epoch metrics to ``metrics.jsonl`` (one JSON object a line) and TensorBoard."""
+    """Per-epoch metrics to ``metrics.jsonl`` (one JSON object a line) and TensorBoard.
 
-    def __init__(self, out_dir: Path, tensorboard: bool, purge_step: int | None) -> None:
+    Shared by the trainer (TensorBoard step: the optimizer step, ``step_key="step"``) and
+    the search engine (its lines have no step: the epoch).
+    """
+
+    def __init__(self, out_dir: Path, tensorboard: bool, purge_step: int | None,
+                 step_key: str = "step") -> None:
         self.path = out_dir / METRICS_FILE
+        self.step_key = step_key
         self.writer = None
         if tensorboard:
             try:
@@ -238,7 +236,7 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(metrics) + "\n")
         if self.writer is not None:
-            step = int(metrics["step"])
+            step = int(metrics[self.step_key])
             for key, value in metrics.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):
                     group = "val" if key.startswith("val_") else "train"

@@ -139,6 +139,17 @@ def test_saved_settings_with_an_unknown_key_name_it_and_the_closest_setting() ->
     with pytest.raises(ValueError, match="run.json: unknown key 'tau_0'; did you mean 'tau0'"):
         DNASConfig.from_dict({**saved, "tau_0": 2.0}, "run.json")
 
+
+def test_settings_saved_before_the_engine_read_with_the_new_keys_defaulted() -> None:
+    """search_config.json written before ``device``, ``amp`` and ``tensorboard`` existed."""
+    old = {k: v for k, v in dataclasses.asdict(DNASConfig(epochs=3, warmup_epochs=1)).items()
+           if k not in ("device", "amp", "tensorboard")}
+    config = DNASConfig.from_dict(old)
+    assert (config.device, config.amp, config.tensorboard) == ("cpu", False, True)
+    engine = config.engine_config()
+    assert (engine.epochs, engine.warmup_epochs, engine.tau_final) == (3, 1, None)
+    assert config.tau_at(2) == engine.schedule().tau_at(2) == pytest.approx(5.0 * 0.956**2)
+
 SEARCH_SCRIPT = """
 import sys
 from fbnas.search.dnas.search import DNASConfig, run_search

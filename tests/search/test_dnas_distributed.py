@@ -72,7 +72,7 @@ for job in json.loads(sys.argv[1]):
 
 CLI_ARGS = ["--space", "tiny_ddp_bn", "--data", "digits?per_class=8", "--cost", "macs",
             "--mode", "single-path", "--epochs", "3", "--warmup-epochs", "1", "--batch-size",
-            "16", "--resolution", "16", "--tau-final", "0.5"]
+            "16", "--resolution", "16", "--tau-final", "0.5", "--device", "cpu"]
 
 
 def _env() -> dict[str, str]:
@@ -172,8 +172,8 @@ def test_single_path_ranks_share_the_path_with_batch_norm(runs: Path) -> None:
     assert running and any(ranks[0]["weights"][k].abs().sum() > 0 for k in running)
     run = runs / "sp"
     assert sorted(p.name for p in run.iterdir()) == [
-        "arch.json", "curves.png", "last.pt", "metrics.jsonl", "samples",
-        "search_config.json", "theta.json", "theta.png"]
+        "arch.json", "best.pt", "curves.png", "last.prev.pt", "last.pt", "metrics.jsonl",
+        "samples", "search_config.json", "tensorboard", "theta.json", "theta.png"]
     assert (runs / "stdout.txt").read_text().count("searched 3 epochs") == 1  # rank 0 only
     record = json.loads((run / "arch.json").read_text())
     assert [["e1", "e3", "skip"].index(n) for n in record["choices"]] == ranks[0]["choices"]

@@ -1,6 +1,6 @@
 """FBNetV1 DNAS: a Gumbel-softmax supernet over a search space, latency-aware."""
 
-from fbnas.search.dnas.loss import CostLoss
+from fbnas.search.cost_loss import CostLoss
 from fbnas.search.dnas.supernet import (
     LayerCosts,
     MixedOp,

@@ -14,6 +14,10 @@ execution modes:
 The expected cost Σ_l Σ_i m_{l,i} cost(b_{l,i}) (plus the fixed stem and head) is
 accumulated along the forward pass; it is differentiable in θ because table entries are
 constants.
+
+:class:`Supernet` follows the search engine's :class:`fbnas.search.engine.SearchableModel`
+(a sample is a :class:`PathSample`, a choice one candidate index per layer) and
+:class:`fbnas.search.engine.DerivesWithinBand` (its costs add up over layers).
 """
 
 from __future__ import annotations
@@ -33,31 +37,13 @@ from fbnas.arch.unify import unify_arch_def
 from fbnas.blocks.irf import IRFBlock, IRFPlan
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.analytic import spec_cost
+from fbnas.search.derive import LayerCosts
+from fbnas.search.sampling import gumbel_softmax
 from fbnas.search.space import SearchSpace, candidate_traces, get_space
 from fbnas.zoo.model import ClsConvHead
 
 Mode = Literal["soft", "single-path"]
 CostKind = Literal["latency", "macs", "params"]
-
-
-@dataclass(frozen=True)
-class LayerCosts:
-    """Cost of every candidate of every layer, plus the fixed part (stem, head...)."""
-
-    per_layer: tuple[tuple[float, ...], ...]
-    fixed: float
-    unit: str
-
-    def network_cost(self, choices: Sequence[int]) -> float:
-        return self.fixed + sum(row[c] for row, c in zip(self.per_layer, choices, strict=True))
-
-    @property
-    def cheapest(self) -> float:
-        return self.fixed + sum(min(row) for row in self.per_layer)
-
-    @property
-    def most_expensive(self) -> float:
-        return self.fixed + sum(max(row) for row in self.per_layer)
 
 
 def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
@@ -197,6 +183,23 @@ class MixedOp(nn.Module):
         return out
 
 
+@dataclass(frozen=True)
+class PathSample:
+    """One step's architecture sample: what :meth:`Supernet.forward` runs.
+
+    Attributes:
+        weights: (layers, K) mixture weights on the supernet's device (soft: a Gumbel-softmax
+            sample; single path: its straight-through one-hot).
+        indices: the candidate each layer runs alone (single path), or None (every one).
+    """
+
+    weights: torch.Tensor
+    indices: list[int] | None = None
+
+
+MODES: tuple[Mode, ...] = ("soft", "single-path")
+
+
 class Supernet(nn.Module):
     """The FBNetV1 supernet of a search space.
 
@@ -207,15 +210,21 @@ class Supernet(nn.Module):
         resolution: input size (default: the space's).
         channels_last: keep weights and activations in channels-last memory format; on CPU
             the depthwise convs' backward, which dominates the step in NCHW, is several times
-            faster.
+            faster (and on CUDA the convolutions run channels-last too).
+        mode: what :meth:`sample` draws: ``soft`` (every candidate runs, Gumbel-softmax
+            weighted) or ``single-path`` (one sampled candidate per layer).
 
     Attributes:
         theta: (layers, K) architecture logits, initialised equal (uniform distribution).
     """
 
     def __init__(self, space: SearchSpace | str, costs: LayerCosts, num_classes: int = 10,
-                 resolution: int | None = None, channels_last: bool = True) -> None:
+                 resolution: int | None = None, channels_last: bool = True,
+                 mode: Mode = "soft") -> None:
         super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use 'soft' or 'single-path'")
+        self.mode = mode
         self.space = get_space(space)
         self.resolution = resolution or self.space.input_size
         layers, prefix, suffix, _ = candidate_traces(self.space, self.resolution)
@@ -262,7 +271,8 @@ class Supernet(nn.Module):
         return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
 
     def sample_weights(self, tau: float, mode: Mode) -> tuple[torch.Tensor, list[int] | None]:
-        """Gumbel-softmax weights (layers, K) and, in single-path mode, the sampled indices."""
+        """Gumbel-softmax weights (layers, K) and, in single-path mode, the sampled indices,
+        drawn from torch's global RNG (the engine draws with :meth:`sample` instead)."""
         logits = self.logits()
         if mode == "soft":
             return F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1), None
@@ -271,15 +281,41 @@ class Supernet(nn.Module):
         hard = F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)
         return hard, hard.argmax(-1).tolist()
 
-    def forward(self, x: torch.Tensor, tau: float = 5.0, mode: Mode = "soft",
-                weights: torch.Tensor | None = None,
+    def sample(self, generator: torch.Generator, tau: float) -> PathSample:
+        """A step's sample in this supernet's mode, its noise drawn from ``generator`` (a CPU
+        stream) and the weights on θ's device.
+
+        In single-path mode the path is read back to the host (the layers branch on it): on
+        a GPU that waits for the previous step's θ update, once per step.
+        """
+        logits = self.logits()
+        if self.mode == "soft":
+            return PathSample(gumbel_softmax(logits, tau, generator, hard=False))
+        hard = gumbel_softmax(logits, tau, generator, hard=True)
+        return PathSample(hard, hard.argmax(-1).tolist())
+
+    def fixed_sample(self, choices: Sequence[int]) -> PathSample:
+        """The sample that runs the architecture ``choices`` alone (weight 1 per layer)."""
+        weights = torch.zeros_like(self.theta)
+        device = weights.device
+        weights[torch.arange(len(choices), device=device),
+                torch.tensor(list(choices), device=device)] = 1.0
+        return PathSample(weights, list(choices))
+
+    def forward(self, x: torch.Tensor, sample: PathSample | None = None, *, tau: float = 5.0,
+                mode: Mode | None = None, weights: torch.Tensor | None = None,
                 indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (logits, expected cost). Weights are sampled unless given (e.g. to share
-        one path across processes)."""
-        if weights is None:
-            weights, indices = self.sample_weights(tau, mode)
+        """Returns (logits, expected cost) of ``x`` (N, 3, H, W) through ``sample``.
+
+        Without a sample, ``weights`` (and ``indices``) are used if given, else a sample is
+        drawn from torch's global RNG at ``tau`` in ``mode`` (default: the supernet's).
+        """
+        if sample is not None:
+            weights, indices = sample.weights, sample.indices
+        elif weights is None:
+            weights, indices = self.sample_weights(tau, mode or self.mode)
         x = self.stem(x.contiguous(memory_format=self.memory_format))
-        cost = x.new_tensor(self.costs.fixed)
+        cost = self.theta.new_tensor(self.costs.fixed)  # float32, also when x is bfloat16
         for i, layer in enumerate(self.layers):
             w = weights[i, : len(layer.candidates)]
             x = layer(x, w, indices[i] if indices is not None else None)
@@ -292,13 +328,49 @@ class Supernet(nn.Module):
 
     def sample_architectures(self, count: int, generator: torch.Generator | None = None
                              ) -> list[list[int]]:
-        """``count`` architectures drawn from softmax(θ), independently per layer."""
-        p = self.probabilities().detach()
+        """``count`` architectures drawn from softmax(θ), independently per layer (on the
+        CPU, where ``generator`` draws)."""
+        p = self.probabilities().detach().cpu()
         return [torch.multinomial(p, 1, generator=generator).squeeze(-1).tolist()
                 for _ in range(count)]
 
+    @property
+    def cost_unit(self) -> str:
+        return self.costs.unit
+
+    def expected_cost(self) -> float:
+        """Σ_l Σ_i softmax(θ)_{l,i} cost_{l,i} plus the fixed part: the cost the search
+        expects (the forward pass's cost uses the sampled weights instead)."""
+        p = self.probabilities().detach()
+        return self.costs.fixed + sum(
+            float((p[i, : len(layer.costs)] * layer.costs).sum())
+            for i, layer in enumerate(self.layers))
+
+    def choice_cost(self, choices: Sequence[int]) -> float:
+        return self.costs.network_cost(choices)
+
+    def choice_costs(self) -> LayerCosts:
+        return self.costs
+
+    def log_probabilities(self) -> list[list[float]]:
+        """(layers, K) log softmax(θ) (at least log 1e-30), ``-inf`` beyond each layer's
+        candidates."""
+        log_probs = torch.log(self.probabilities().detach().clamp_min(1e-30))
+        return log_probs.masked_fill(self.theta_mask, -math.inf).tolist()
+
+    def arch_state(self) -> dict:
+        """θ, its probabilities and the candidate names per layer (``theta.json``)."""
+        return {"theta": self.theta.detach().tolist(),
+                "probabilities": self.probabilities().detach().tolist(),
+                "candidates": [[c.name for c in layer.candidates]
+                               for layer in self.space.layers]}
+
     def arch_def(self, choices: Sequence[int]) -> dict:
         return self.space.arch_def(list(choices))
+
+    def freeze(self, choices: Sequence[int]) -> dict:
+        """The plain arch def of ``choices`` (same as :meth:`arch_def`)."""
+        return self.arch_def(choices)
 
     def arch_spec(self, choices: Sequence[int]) -> ArchSpec:
         return unify_arch_def(self.arch_def(choices))

@@ -1,11 +1,12 @@
-"""Validation of the argmax path inside the supernet uses batch statistics, untouched state."""
+"""The engine validates the derived path inside the supernet with batch statistics, leaving
+the running statistics untouched."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from fbnas.search.dnas.search import _batch_statistics
+from fbnas.search.engine import batch_statistics
 
 
 def test_batch_statistics_normalise_per_batch_and_leave_running_stats_alone() -> None:
@@ -13,7 +14,7 @@ def test_batch_statistics_normalise_per_batch_and_leave_running_stats_alone() ->
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x = torch.randn(8, 3, 6, 6) * 5 + 3
-    with _batch_statistics(net):
+    with batch_statistics(net):
         y = net(x)
         assert not net[0].training and net[1].training
     # per-channel mean 0 / variance 1 over the batch: batch statistics, not running ones

@@ -1,4 +1,9 @@
-"""Latency-aware loss of FBNetV1 and its variants (ALGORITHMS.md §1.4).
+"""The cost-aware loss of the differentiable searches (ALGORITHMS.md §1.4; FBNetV2 §2.3
+combines its effective-shape cost the same way).
+
+The search engine adds it to every weight and architecture step: the task's loss (its
+``loss`` or ``arch_loss``) times or plus a function of the expected cost of the sampled
+architecture.
 
 The cost is first normalised, ``r = e * cost / c_min`` with ``c_min`` the cheapest network
 of the space, so ``r >= e`` and ``log r >= 1`` whatever the unit (ms, MACs, params) or the

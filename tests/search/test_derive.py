@@ -8,8 +8,7 @@ import random
 
 import pytest
 
-from fbnas.search.dnas.derive import most_probable_within
-from fbnas.search.dnas.supernet import LayerCosts
+from fbnas.search.derive import LayerCosts, derive_within_band, most_probable_within
 
 
 def brute_force(log_probs, costs: LayerCosts, low: float, high: float):
@@ -50,3 +49,17 @@ def test_an_empty_band_gives_none_and_a_reversed_band_is_an_error() -> None:
     assert most_probable_within(log_probs, costs, 0.1, 0.5) is None
     with pytest.raises(ValueError, match="empty cost band"):
         most_probable_within(log_probs, costs, 3.0, 2.0)
+
+
+def test_derive_within_band_keeps_an_argmax_in_the_band_and_replaces_one_outside(
+        caplog: pytest.LogCaptureFixture) -> None:
+    costs = LayerCosts(((1.0, 3.0), (1.0, 3.0)), 0.5, "ms")
+    log_probs = [[math.log(0.9), math.log(0.1)], [math.log(0.6), math.log(0.4)]]
+    assert derive_within_band([0, 0], log_probs, costs, None, 0.05) == ([0, 0], "argmax")
+    assert derive_within_band([0, 0], log_probs, costs, 2.5, None) == ([0, 0], "argmax")
+    assert derive_within_band([0, 0], log_probs, costs, 2.5, 0.05) == ([0, 0], "argmax")
+    # 4.5 ms: one layer at 3 ms, the likelier trade is layer 1's (0.4 vs layer 0's 0.1)
+    assert derive_within_band([0, 0], log_probs, costs, 4.5, 0.05) == (
+        [0, 1], "most probable within ±5% of the target")
+    assert derive_within_band([0, 0], log_probs, costs, 9.0, 0.05) == ([0, 0], "argmax")
+    assert "no architecture of the space costs 8.55-9.45 ms" in caplog.text
