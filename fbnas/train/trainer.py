@@ -329,7 +329,7 @@ class Trainer:
             classes (top-1 and top-5).
 
     Raises:
-        ConfigError: the model's head or the data do not fit the task.
+        ConfigError: the model's head or the data do not fit a given task.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, data: ImageDatasets,
@@ -341,7 +341,7 @@ class Trainer:
         self.config = config
         self.data = data
         self.task = task if task is not None else ClassificationTask.for_data(data)
-        self._check_task(model)
+        self._check_task(model, strict=task is not None)
         self.context = context or DistContext()
         self.device = resolve_device(device, self.context)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -383,12 +383,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- set-up
 
-    def _check_task(self, model: nn.Module) -> None:
+    def _check_task(self, model: nn.Module, strict: bool) -> None:
+        """The model's head must be the task's (``strict``: a task given by the caller); with
+        the default task a different head trains as it always did, with a warning (a
+        1000-class zoo head on a 10-class dataset)."""
         head = getattr(model, "head_spec", None)
         if head is not None and head != self.task.head_spec:
-            raise ConfigError(f"the model's head {head.to_dict()} is not the head of its task "
-                              f"{self.task.to_dict()} ({self.task.head_spec.to_dict()}); "
-                              f"build it with head=task.head_spec")
+            message = (f"the model's head {head.to_dict()} is not the head of its task "
+                       f"{self.task.to_dict()} ({self.task.head_spec.to_dict()})")
+            if strict:
+                raise ConfigError(f"{message}; build it with head=task.head_spec")
+            logger.warning("%s", message)
         self.task.check_datasets(self.data)
 
     def _run_info(self, model: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:

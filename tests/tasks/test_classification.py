@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 
+import fbnas
 from fbnas.blocks import classifier_head
 from fbnas.data import open_datasets
 from fbnas.errors import ConfigError
 from fbnas.tasks import ClassificationTask, Task, distill_loss, recorded_task, task_from_dict
-from fbnas.train import TrainConfig
+from fbnas.train import TrainConfig, Trainer
 
 LOGITS = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0, -2.0],   # label 0: top-1
                        [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],   # label 2: top-3
@@ -100,3 +101,17 @@ def test_empty_metrics_stay_finite() -> None:
     task = ClassificationTask(4)
     metrics = task.metrics(torch.zeros(3, dtype=torch.float64), 0)
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_the_default_task_lets_another_classifier_train_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    arch = {"input_size": 16, "blocks": [[("conv_k3", 8, 2, 1)]]}
+    data = open_datasets("digits?per_class=4", 16)
+    config = TrainConfig(epochs=1, batch_size=8, resolution=16, workers=0)
+    with caplog.at_level("WARNING", logger="fbnas.train.trainer"):
+        trainer = Trainer(fbnas.build_model(arch), config, data, tensorboard=False)
+    assert trainer.task == ClassificationTask(10)
+    assert "the model's head {'op': 'cls_head', 'options': {'num_classes': 1000}}" in caplog.text
+    with pytest.raises(ConfigError, match="is not the head of its task"):
+        Trainer(fbnas.build_model(arch), config, data, tensorboard=False,
+                task=ClassificationTask(10))
