@@ -8,8 +8,8 @@ The public entry points::
 """
 
 from fbnas import blocks as blocks  # registers the built-in ops
-from fbnas.arch import ArchDefError, ArchSpec, BlockSpec, unify_arch_def
-from fbnas.blocks import register_block
+from fbnas.arch import ArchDefError, ArchSpec, BlockSpec, HeadSpec, unify_arch_def
+from fbnas.blocks import register_block, register_head
 from fbnas.builder import FBNetBuilder
 from fbnas.version import __version__ as __version__
 from fbnas.zoo import build_model
@@ -19,7 +19,9 @@ __all__ = [
     "ArchSpec",
     "BlockSpec",
     "FBNetBuilder",
+    "HeadSpec",
     "build_model",
     "register_block",
+    "register_head",
     "unify_arch_def",
 ]

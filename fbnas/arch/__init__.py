@@ -2,7 +2,7 @@
 
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.rounding import round_channels, scale_channels
-from fbnas.arch.spec import ArchSpec, BlockSpec, FrozenKwargs
+from fbnas.arch.spec import ArchSpec, BlockSpec, FrozenKwargs, HeadSpec
 from fbnas.arch.unify import count_strides, load_arch_def, merge_dicts, unify_arch_def
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ArchSpec",
     "BlockSpec",
     "FrozenKwargs",
+    "HeadSpec",
     "count_strides",
     "load_arch_def",
     "merge_dicts",

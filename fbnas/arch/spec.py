@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fbnas.arch.errors import ArchDefError
+
 
 def freeze(value: Any) -> Any:
     """Returns an immutable copy: dicts become :class:`FrozenKwargs`, lists become tuples."""
@@ -119,6 +121,53 @@ class BlockSpec:
         if self.kwargs:
             entry.append(self.kwargs.to_dict())
         return entry
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A network's head as data: an op of the head registry and its options.
+
+    The head is described like a block (a name plus options, no modules) so that one
+    description is built by the builder, costed by the cost models and keyed in latency
+    tables, and a task (classification, landmarks) only has to name its head. The input
+    width is not part of it: the builder takes it from the last block.
+
+    Attributes:
+        op: a registered head op (``cls_head``: global pool, 1x1 conv, flatten).
+        options: the op's options (``{"num_classes": 10}``).
+    """
+
+    op: str
+    options: FrozenKwargs = field(default_factory=FrozenKwargs)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.op, str) or not self.op:
+            raise TypeError(f"HeadSpec.op must be a head op name, got {self.op!r}")
+        if not isinstance(self.options, FrozenKwargs):
+            object.__setattr__(self, "options", FrozenKwargs(self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"op": ..., "options": {...}}``: plain data for run folders and checkpoints."""
+        return {"op": self.op, "options": self.options.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "head") -> HeadSpec:
+        """Inverse of :meth:`to_dict`; other keys, or a missing ``op``, are refused.
+
+        Raises:
+            ArchDefError: naming ``source`` and the bad key.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("op"), str):
+            raise ArchDefError(f"{source} must be a dict with a string 'op', got {data!r}")
+        unknown = sorted(set(data) - {"op", "options"})
+        if unknown:
+            raise ArchDefError(f"{source}: unknown key {unknown[0]!r} (a head has 'op' and "
+                               f"'options')", key=unknown[0])
+        options = data.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise ArchDefError(f"{source}: 'options' must be a dict, got {options!r}",
+                               key="options")
+        return cls(data["op"], FrozenKwargs(options))
 
 
 @dataclass(frozen=True)

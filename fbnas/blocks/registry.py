@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -107,17 +107,33 @@ class OpDef:
                             self.options(kwargs, basic_args))
 
 
-class BlockRegistry:
-    """Name -> :class:`OpDef`. Duplicate names are errors; unknown names suggest close ones."""
+class NamedOp(Protocol):
+    """What a registry holds: a named entry and the option keys it accepts."""
 
-    def __init__(self) -> None:
-        self._ops: dict[str, OpDef] = {}
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def option_names(self) -> frozenset[str]: ...
+
+
+OpT = TypeVar("OpT", bound=NamedOp)
+
+
+class BlockRegistry(Generic[OpT]):
+    """Name -> :class:`OpDef` (or, for the heads, ``HeadOp``). Duplicate names are errors;
+    unknown names suggest close ones."""
+
+    def __init__(self, kind: str = "op") -> None:
+        self.kind = kind
+        """What an entry is called in messages (``op``, ``head op``)."""
+        self._ops: dict[str, OpT] = {}
         self.version = 0
         """Bumped on every change, so caches keyed by it never serve a replaced op."""
 
-    def add(self, op: OpDef) -> OpDef:
+    def add(self, op: OpT) -> OpT:
         if op.name in self._ops:
-            raise ValueError(f"block op {op.name!r} is already registered")
+            raise ValueError(f"{self.kind} {op.name!r} is already registered")
         self._ops[op.name] = op
         self.version += 1
         return op
@@ -127,12 +143,12 @@ class BlockRegistry:
         del self._ops[name]
         self.version += 1
 
-    def get(self, name: str) -> OpDef:
+    def get(self, name: str) -> OpT:
         try:
             return self._ops[name]
         except KeyError:
-            raise ArchDefError(f"unknown op {name!r}{did_you_mean(name, self._ops)}",
-                               op=name) from None
+            raise ArchDefError(f"unknown {self.kind} {name!r}"
+                               f"{did_you_mean(name, self._ops)}", op=name) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._ops
@@ -148,7 +164,7 @@ class BlockRegistry:
         return frozenset(names)
 
 
-BLOCKS = BlockRegistry()
+BLOCKS: BlockRegistry[OpDef] = BlockRegistry()
 """The registry every part of fbnas reads."""
 
 

@@ -1,5 +1,5 @@
-"""ArchSpec -> nn.Module: the FBNet builder and its per-block trace."""
+"""ArchSpec -> nn.Module: the FBNet builder, its per-block trace and the head's."""
 
-from fbnas.builder.builder import BlockTrace, FBNetBuilder, build_plan
+from fbnas.builder.builder import BlockTrace, FBNetBuilder, HeadTrace, build_head_plan, build_plan
 
-__all__ = ["BlockTrace", "FBNetBuilder", "build_plan"]
+__all__ = ["BlockTrace", "FBNetBuilder", "HeadTrace", "build_head_plan", "build_plan"]

@@ -19,9 +19,10 @@ from torch import nn
 
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.rounding import scale_channels
-from fbnas.arch.spec import ArchSpec, BlockSpec, FrozenKwargs, thaw
+from fbnas.arch.spec import ArchSpec, BlockSpec, FrozenKwargs, HeadSpec, thaw
 from fbnas.arch.unify import block_spec_from_unified, merge_dicts
-from fbnas.blocks import BLOCKS
+from fbnas.blocks import BLOCKS, HEADS
+from fbnas.blocks.heads import HeadPlan
 from fbnas.blocks.layers import HW, Cost
 from fbnas.blocks.registry import BlockPlan
 
@@ -47,6 +48,21 @@ class BlockTrace:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+@dataclass(frozen=True)
+class HeadTrace:
+    """The resolved head: its spec, input width and plan, and (given the input's spatial
+    size) its cost and per-sample output shape. The one place a head is costed: the
+    analytic cost, the DNAS layer costs and the latency tables all read it."""
+
+    spec: HeadSpec
+    in_channels: int
+    plan: HeadPlan
+    in_hw: HW | None = None
+    cost: Cost | None = None
+    output_shape: tuple[int, ...] | None = None
+    """One sample's output shape (``(classes,)`` for the classifier)."""
 
 
 class FBNetBuilder:
@@ -171,6 +187,36 @@ class FBNetBuilder:
             in_channels = trace.out_channels
         return traces
 
+    def trace_head(self, spec: HeadSpec, in_channels: int,
+                   in_hw: int | HW | None = None) -> HeadTrace:
+        """Resolves a head on ``in_channels`` features; with ``in_hw`` also its cost.
+
+        Raises:
+            ArchDefError: an unknown head op or bad options, naming the head.
+        """
+        if not isinstance(spec, HeadSpec):
+            raise TypeError(f"trace_head takes a HeadSpec, got {spec!r}")
+        hw = (in_hw, in_hw) if isinstance(in_hw, int) else in_hw
+        try:
+            plan = HEADS.get(spec.op).plan(in_channels, spec.options)
+            trace = HeadTrace(spec, in_channels, plan)
+            if hw is not None:
+                cost, output_shape = plan.cost(tuple(hw))
+                trace = dataclasses.replace(trace, in_hw=tuple(hw), cost=cost,
+                                            output_shape=tuple(output_shape))
+        except ArchDefError as exc:
+            raise ArchDefError(f"head {spec.op!r}: {exc.reason}", key=exc.key) from None
+        return trace
+
+    def build_head(self, spec: HeadSpec | HeadTrace, in_channels: int | None = None
+                   ) -> nn.Module:
+        """Builds a head (a spec on ``in_channels`` features, or an already resolved trace)."""
+        if isinstance(spec, HeadSpec):
+            if in_channels is None:
+                raise TypeError("build_head of a HeadSpec needs in_channels")
+            spec = self.trace_head(spec, in_channels)
+        return build_head_plan(spec)
+
     def build_blocks(
         self,
         blocks: ArchSpec | Iterable[BlockSpec],
@@ -230,4 +276,15 @@ def build_plan(trace: BlockTrace) -> nn.Module:
                            block=spec.block_idx, op=spec.op) from exc
 
 
-__all__ = ["BlockTrace", "FBNetBuilder", "build_plan", "clear_plan_cache"]
+def build_head_plan(trace: HeadTrace) -> nn.Module:
+    """Instantiates a resolved head; a user head failing inside is reported as the head's."""
+    try:
+        return trace.plan.build()
+    except ArchDefError as exc:
+        raise ArchDefError(f"head {trace.spec.op!r}: {exc.reason}", key=exc.key) from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ArchDefError(f"head {trace.spec.op!r}: building it failed: {exc}") from exc
+
+
+__all__ = ["BlockTrace", "FBNetBuilder", "HeadTrace", "build_head_plan", "build_plan",
+           "clear_plan_cache"]

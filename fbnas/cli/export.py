@@ -28,9 +28,18 @@ def load_source(source: str, num_classes: int | None) -> tuple[FBNet, bool]:
         model = load_model_from_checkpoint(source)
         if num_classes is not None and num_classes != model.num_classes:
             raise click.UsageError(f"--num-classes {num_classes} does not match the "
-                                   f"checkpoint's {model.num_classes} classes")
+                                   f"checkpoint's {head_text(model)}")
         return model, True
     return build_model(source, num_classes=num_classes or 1000), False
+
+
+def head_text(model: FBNet) -> str:
+    """``10 classes`` for a classifier, else the head's op and options."""
+    if model.num_classes is not None:
+        return f"{model.num_classes} classes"
+    if model.head_spec is None:
+        return "features (no head)"
+    return f"head {model.head_spec.op} {model.head_spec.options.to_dict()}"
 
 
 @click.command()
@@ -64,7 +73,7 @@ def export(source: str, out: Path, resolution: int | None, opset: int,
         calibrate_batchnorm(model, (max(batch, CALIBRATION_BATCH), 3, resolution, resolution))
     report = to_onnx(model, out, shape, opset=opset)
     weights = "trained weights" if trained else "untrained weights, BN calibrated on random inputs"
-    click.echo(f"{model.name}: {model.num_classes} classes at {resolution}x{resolution} "
+    click.echo(f"{model.name}: {head_text(model)} at {resolution}x{resolution} "
                f"({weights})")
     click.echo(f"{report.path}: opset {report.opset}, {report.size_text()}"
                f"{' (external data)' if report.external_data else ''}, input "

@@ -46,8 +46,10 @@ def describe(source: str, resolution: int | None, num_classes: int | None, width
              "out_channels": b.out_channels, "out_hw": list(b.out_hw), "params": b.params,
              "macs": b.macs}
             for b in cost.blocks
-        ] + [{"name": "head", "op": "ClsConvHead", "params": cost.head_params,
-              "macs": cost.head_macs}]
+        ]
+        if cost.head is not None:
+            record["blocks"].append({"name": "head", "op": cost.head.op,
+                                     "params": cost.head_params, "macs": cost.head_macs})
     return record
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
+from fbnas.arch.errors import ArchDefError
+from fbnas.arch.spec import HeadSpec
 from fbnas.cli.format import progress_bar, table
 from fbnas.cost.device_tables import (
     DEFAULT_OPSET,
@@ -27,8 +30,46 @@ from fbnas.cost.lut import (
     arch_items,
     measure_table,
 )
+from fbnas.export.checkpoint import checkpoint_head, is_checkpoint_path
 from fbnas.search import get_space
 from fbnas.search.space import space_networks
+from fbnas.train.checkpoint import read_checkpoint
+from fbnas.zoo.checkpoint import CheckpointError
+
+HEAD_HELP = ("The head, as JSON or a JSON file: {\"op\": \"cls_head\", \"options\": "
+             "{\"num_classes\": 10}} (a task's head_spec; default: the classifier of "
+             "--num-classes).")
+
+
+def parse_head(text: str | None, num_classes: int) -> HeadSpec | None:
+    """A ``--head`` value: a head spec as JSON text or the path of a JSON file (the
+    classifier of ``--num-classes`` replaced, so that one must stay at its default)."""
+    if text is None:
+        return None
+    if num_classes != 1000:
+        raise click.UsageError("give --num-classes or --head, not both")
+    path = Path(text)
+    source = f"--head file {text!r}" if path.is_file() else "--head"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") if path.is_file() else text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"not JSON (nor a JSON file): {exc}",
+                                 param_hint="--head") from None
+    return HeadSpec.from_dict(data, source)
+
+
+def _network_source(source: str, head: HeadSpec | None
+                    ) -> tuple[Any, HeadSpec | None, str | None]:
+    """(arch, head, name) of ``fbnas latency``'s argument: a checkpoint brings its own arch
+    def and its task's head (and is named by its file); a zoo name or arch file takes
+    ``head`` (and its own name)."""
+    if not is_checkpoint_path(source):
+        return source, head, None
+    state = read_checkpoint(source)
+    weights = state.get("model_ema") or state.get("model") or {}
+    if not isinstance(state.get("arch_def"), dict):
+        raise CheckpointError(f"checkpoint {source!r} holds no arch def")
+    return dict(state["arch_def"]), checkpoint_head(state, weights, source), Path(source).stem
 
 
 def _open_table(out: Path, device: DeviceInfo, rounds: int) -> LatencyTable:
@@ -68,20 +109,26 @@ def lut() -> None:
 @click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Classifier outputs (the head is part of every network's latency; use "
                    "your dataset's, e.g. 10 for digits).")
+@click.option("--head", "head_text", metavar="JSON", help=HEAD_HELP + " With --arch only.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[str, ...],
               backend: str,
               resolution: int | None, threads: int, rounds: int, method: str | None,
-              calibrate_on: int, num_classes: int, out: Path) -> None:
+              calibrate_on: int, num_classes: int, head_text: str | None, out: Path) -> None:
     """Measures every distinct block once (resumes an existing --out), then calibrates.
 
-    Blocks are keyed by op, options, width and input shape. The table is saved after every
-    measurement, so an interrupted build continues where it stopped when re-run. Networks
-    are zoo names or arch files, given with --arch or as arguments (a shell glob works).
+    Blocks are keyed by op, options, width and input shape, the head by its op, options and
+    input shape. The table is saved after every measurement, so an interrupted build
+    continues where it stopped when re-run. Networks are zoo names or arch files, given with
+    --arch or as arguments (a shell glob works).
     """
     archs = archs + more_archs
     if bool(space_name) == bool(archs):
         raise click.UsageError("give either --space or --arch (one or more)")
+    head = parse_head(head_text, num_classes)
+    if head is not None and space_name:
+        raise click.UsageError("--head works with --arch; a --space table takes the "
+                               "classifier of --num-classes")
     method = method or "isolated"
     settings = BuildSettings(backend=backend, threads=threads, rounds=rounds, method=method)
     device = DeviceInfo.current(backend, threads)
@@ -90,7 +137,7 @@ def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[
         networks, calibration = space_networks(get_space(space_name), resolution, 1,
                                                calibrate_on, num_classes)
     else:
-        networks = [arch_items(a, resolution, num_classes) for a in archs]
+        networks = [_arch_items(a, resolution, num_classes, head) for a in archs]
         calibration = networks[:calibrate_on]
     click.echo(f"measuring {len({k for n in networks for k in n.keys})} distinct blocks on "
                f"{device.cpu} ({backend}, {threads} thread(s), {method}, {rounds} rounds)",
@@ -101,6 +148,17 @@ def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[
     finally:
         bar.close()
     click.echo(f"wrote {out}: {len(table_)} entries, scale {table_.scale:.3f}")
+
+
+def _arch_items(arch: Any, resolution: int | None, num_classes: int,
+                head: HeadSpec | None, batch: int = 1, name: str | None = None) -> ArchItems:
+    try:
+        return arch_items(arch, resolution, num_classes if head is None else None, batch,
+                          name, head=head)
+    except ArchDefError as exc:
+        if head is not None and exc.reason.startswith("head "):
+            raise click.BadParameter(str(exc), param_hint="--head") from None
+        raise
 
 
 @lut.command("show")
@@ -200,11 +258,20 @@ def lut_import(results: Path, out: Path) -> None:
               help="Also measure each network end to end on this machine.")
 @click.option("--fill-missing", is_flag=True,
               help="Measure blocks the table lacks (in the network) and add them to it.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Classifier outputs of zoo names and arch files.")
+@click.option("--head", "head_text", metavar="JSON", help=HEAD_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_measure: bool,
-            fill_missing: bool, as_json: bool) -> None:
-    """Predicted latency of zoo names or arch files from a table (and, with --measure,
-    the measured one)."""
+            fill_missing: bool, num_classes: int, head_text: str | None,
+            as_json: bool) -> None:
+    """Predicted latency of zoo names, arch files or checkpoints from a table (and, with
+    --measure, the measured one).
+
+    A checkpoint (.pt/.pth of fbnas train) brings its arch def and its task's head; zoo
+    names and arch files get the classifier of --num-classes, or --head.
+    """
+    head = parse_head(head_text, num_classes)
     table_ = LatencyTable.load(lut_path)
     d = table_.device
     if (do_measure or fill_missing) and measured_by_runner(d):
@@ -217,7 +284,9 @@ def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_m
                              method="isolated")
     records = []
     for source in archs:
-        items: ArchItems = arch_items(source, resolution, batch=table_.batch)
+        arch, source_head, name = _network_source(source, head)
+        items: ArchItems = _arch_items(arch, resolution, num_classes, source_head,
+                                       table_.batch, name)
         if fill_missing and table_.missing(items.keys):
             measure_table(table_, [items], settings, lut_path)
         prediction = table_.predict(items)

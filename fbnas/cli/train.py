@@ -19,12 +19,14 @@ from fbnas.cli.launch import relaunch_under_torchrun
 from fbnas.data import open_datasets
 from fbnas.export.checkpoint import is_checkpoint_path
 from fbnas.search.dnas import from_supernet
+from fbnas.tasks import ClassificationTask, Task, recorded_task
 from fbnas.train import checkpoint as ckpt
 from fbnas.train.config import RecipeError, TrainConfig, load_recipe
 from fbnas.train.distributed import init_distributed, shutdown_distributed
 from fbnas.train.memory import keep_freed_memory
 from fbnas.train.regularize import load_init_weights, read_init_weights
 from fbnas.train.trainer import (
+    EvalResult,
     StepInfo,
     Trainer,
     TrainListener,
@@ -33,6 +35,20 @@ from fbnas.train.trainer import (
 )
 from fbnas.zoo.checkpoint import CheckpointError
 from fbnas.zoo.model import FBNet, build_model
+
+
+def metric_text(task: Task, name: str, value: float) -> str:
+    """One metric for people: ``top-1 97.50 %`` for accuracies, ``loss 0.1234`` else."""
+    if isinstance(task, ClassificationTask) and name.startswith("top"):
+        return f"top-{name[3:]} {value:.2f} %"
+    return f"{name} {value:.4f}"
+
+
+def metrics_text(task: Task, result: EvalResult) -> str:
+    """A result's metrics on one line, the loss last (``top-1 97.50 %  top-5 ...  loss``)."""
+    names = [n for n in task.metric_names if n != "loss"] + (
+        ["loss"] if "loss" in task.metric_names else [])
+    return "  ".join(metric_text(task, n, result.metrics[n]) for n in names)
 
 
 class ConsoleProgress(TrainListener):
@@ -69,11 +85,14 @@ class ConsoleProgress(TrainListener):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        ema = (f"  ema top1 {metrics['val_ema_top1']:.2f}" if "val_ema_top1" in metrics else "")
+        task = trainer.task
+        score = f"val_ema_{task.score_name}"
+        ema = f"  ema {task.score_name} {metrics[score]:.2f}" if score in metrics else ""
+        val = "  ".join(f"val loss {metrics['val_loss']:.4f}" if name == "loss" else
+                        f"{name} {metrics['val_' + name]:.2f}" for name in task.metric_names)
         rate = metrics["train_images_per_s"] or 0.0
         click.echo(f"epoch {metrics['epoch']}/{trainer.config.epochs}  train loss "
-                   f"{metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  top1 "
-                   f"{metrics['val_top1']:.2f}  top5 {metrics['val_top5']:.2f}{ema}  lr "
+                   f"{metrics['train_loss']:.4f}  {val}{ema}  lr "
                    f"{metrics['lr']:.2e}  {rate:.0f} img/s", err=True)
 
 
@@ -92,8 +111,8 @@ def _resolve_recipe(config: str | None, overrides: tuple[str, ...],
     return recipe.replace(**changes) if changes else recipe
 
 
-def _build(arch: Any, num_classes: int, width_ratio: float) -> FBNet:
-    return build_model(arch, num_classes=num_classes, width_ratio=width_ratio)
+def _build(arch: Any, task: Task, width_ratio: float) -> FBNet:
+    return build_model(arch, width_ratio=width_ratio, head=task.head_spec)
 
 
 @click.command()
@@ -195,9 +214,14 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
 
     context = init_distributed(resolve_device(device, _single()).type)
     try:
-        data = open_datasets(data_spec, recipe.resolution, recipe.augment)
+        task = recorded_task(saved, "the checkpoint") if saved is not None else None
+        if task is None:  # a new run, or one written before tasks were recorded
+            data = open_datasets(data_spec, recipe.resolution, recipe.augment)
+            task = ClassificationTask.for_data(data)
+        else:
+            data = task.open_datasets(data_spec, recipe.resolution, recipe.augment)
         torch.manual_seed(recipe.seed)  # the same initial weights on every rank
-        model = _build(arch_source, data.num_classes, width_ratio)
+        model = _build(arch_source, task, width_ratio)
         if init_from is not None and not resume:
             note = load_init_weights(model, read_init_weights(init_from))
             run_info["init_from"] = str(init_from)
@@ -214,7 +238,8 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
         show_bar = (sys.stderr.isatty() if progress is None else progress) and context.is_main
         listeners = [ConsoleProgress(show_bar)] if context.is_main else []
         trainer = Trainer(model, recipe, data, out_dir=out, device=device, context=context,
-                          listeners=listeners, run_info=run_info, tensorboard=tensorboard)
+                          listeners=listeners, run_info=run_info, tensorboard=tensorboard,
+                          task=task)
         if context.is_main:
             click.echo(f"{model.name}: {sum(p.numel() for p in model.parameters()):,} params, "
                        f"{data.num_classes} classes at {data.resolution}x{data.resolution}, "
@@ -229,8 +254,8 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
     finally:
         shutdown_distributed()
     if context.is_main and history:
-        best = trainer.best_top1
-        click.echo(f"done: best val top-1 {best:.2f} % (epoch {trainer.best_epoch}); "
+        best = metric_text(task, task.score_name, trainer.best_score)
+        click.echo(f"done: best val {best} (epoch {trainer.best_epoch}); "
                    f"{out / ckpt.LAST}, {out / ckpt.BEST}")
 
 
@@ -258,7 +283,8 @@ def _single() -> Any:
 def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution: int | None,
                  batch_size: int, workers: int, device: str, wms: tuple[float, ...],
                  as_json: bool) -> None:
-    """Evaluates a checkpoint on the validation split of --data: loss, top-1, top-5.
+    """Evaluates a checkpoint on the validation split of --data: its task's metrics
+    (classification: loss, top-1, top-5).
 
     ARCH may be left out when the checkpoint holds its arch def (fbnas checkpoints do);
     the EMA weights are evaluated too when present. A slim (sandwich-trained) checkpoint is
@@ -278,7 +304,12 @@ def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution:
     if arch is None and "arch_def" not in state:
         raise click.UsageError(f"{checkpoint} holds no arch def: name the ARCH")
     resolution = resolution or state.get("resolution")
-    data = open_datasets(data_spec, resolution, None)
+    task = recorded_task(state, str(checkpoint))
+    if task is None:  # bare weights, or a run written before tasks were recorded
+        data = open_datasets(data_spec, resolution, None)
+        task = ClassificationTask(data.num_classes)
+    else:
+        data = task.open_datasets(data_spec, resolution, None)
     source: Any = arch if arch is not None else dict(state["arch_def"])
     width = float(state.get("width_ratio", 1.0))
     weights = {k: state[k] for k in ("model", "model_ema") if isinstance(state.get(k), dict)}
@@ -288,26 +319,26 @@ def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution:
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "data": str(data.spec),
                                "resolution": data.resolution}
     loader = torch.utils.data.DataLoader(data.val, batch_size=batch_size, num_workers=workers)
+    scored: dict[str, EvalResult] = {}
     for key, weight in weights.items():
-        model = _build(source, data.num_classes, width)
+        model = _build(source, task, width)
         try:
             from fbnas.zoo.checkpoint import load_mobile_cv_state_dict
 
             load_mobile_cv_state_dict(model, weight)
         except CheckpointError as exc:
-            raise CheckpointError(f"{checkpoint} ({key!r}) on {data.num_classes}-class "
-                                  f"{data.spec}: {exc}") from None
-        result = evaluate(model.to(torch_device), loader, torch_device)
-        results[key] = {"loss": result.loss, "top1": result.top1, "top5": result.top5,
-                        "images": result.count}
+            what = (f"{task.num_classes}-class" if isinstance(task, ClassificationTask)
+                    else f"the {task.name} task on")
+            raise CheckpointError(f"{checkpoint} ({key!r}) on {what} {data.spec}: {exc}"
+                                  ) from None
+        scored[key] = evaluate(model.to(torch_device), loader, torch_device, task=task)
+        results[key] = {**scored[key].metrics, "images": scored[key].count}
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    for key in weights:
-        r = results[key]
-        click.echo(f"{key}: top-1 {r['top1']:.2f} %  top-5 {r['top5']:.2f} %  loss "
-                   f"{r['loss']:.4f}  ({r['images']} images, {data.spec} at "
-                   f"{data.resolution}x{data.resolution})")
+    for key, result in scored.items():
+        click.echo(f"{key}: {metrics_text(task, result)}  ({result.count} images, "
+                   f"{data.spec} at {data.resolution}x{data.resolution})")
 
 
 def _eval_slim(checkpoint: Path, state: dict[str, Any], data_spec: str,
@@ -323,19 +354,20 @@ def _eval_slim(checkpoint: Path, state: dict[str, Any], data_spec: str,
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "data": str(data.spec),
                                "resolution": data.resolution, "slim": True}
     keys = ["model"] + (["model_ema"] if isinstance(state.get("model_ema"), dict) else [])
+    task = recorded_task(state, str(checkpoint)) or ClassificationTask(data.num_classes)
+    scored: dict[str, list[tuple[float, EvalResult]]] = {}
     for key in keys:
-        scored = evaluate_slim_checkpoint(checkpoint, data, wms, use_ema=key == "model_ema",
-                                          batch_size=batch_size, workers=workers,
-                                          device=torch_device, state=state)
-        results[key] = [{"wm": wm, "loss": r.loss, "top1": r.top1, "top5": r.top5,
-                         "images": r.count} for wm, r in scored]
+        scored[key] = evaluate_slim_checkpoint(checkpoint, data, wms,
+                                               use_ema=key == "model_ema",
+                                               batch_size=batch_size, workers=workers,
+                                               device=torch_device, state=state)
+        results[key] = [{"wm": wm, **r.metrics, "images": r.count} for wm, r in scored[key]]
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for key in keys:
-        for r in results[key]:
-            click.echo(f"{key} at wm {r['wm']:g}: top-1 {r['top1']:.2f} %  top-5 "
-                       f"{r['top5']:.2f} %  loss {r['loss']:.4f}  ({r['images']} images, "
+        for wm, r in scored[key]:
+            click.echo(f"{key} at wm {wm:g}: {metrics_text(task, r)}  ({r.count} images, "
                        f"{data.spec} at {data.resolution}x{data.resolution})")
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fbnas.arch.spec import ArchSpec
+from fbnas.arch.spec import ArchSpec, HeadSpec
+from fbnas.blocks.heads import head_spec_for
 from fbnas.builder import FBNetBuilder
 from fbnas.zoo.model import DEFAULT_RESOLUTION, ArchSource, resolve_arch
 
@@ -30,7 +31,7 @@ class BlockCostRow:
 
 @dataclass(frozen=True)
 class ArchCost:
-    """Whole-network cost (backbone + classifier head) with a per-block breakdown."""
+    """Whole-network cost (backbone + head) with a per-block breakdown."""
 
     params: int
     macs: int
@@ -39,6 +40,7 @@ class ArchCost:
     blocks: tuple[BlockCostRow, ...]
     head_params: int
     head_macs: int
+    head: HeadSpec | None = None
 
 
 def arch_cost(
@@ -47,20 +49,23 @@ def arch_cost(
     num_classes: int | None = 1000,
     width_ratio: float = 1.0,
     dim_in: int = 3,
+    *,
+    head: HeadSpec | None = None,
 ) -> ArchCost:
-    """Params and MACs of the classifier :func:`fbnas.build_model` would build, analytically.
+    """Params and MACs of the network :func:`fbnas.build_model` would build, analytically.
 
     Args:
         arch: a zoo name, an arch-def dict or file, or an ArchSpec.
         resolution: input size; defaults to the arch's native resolution.
         num_classes: classifier outputs (``None``: backbone only).
+        head: another head, as data (replaces the classifier of ``num_classes``).
 
     Example:
         >>> arch_cost("fbnet_a", 224).macs
         244452664
     """
     spec, _, native = resolve_arch(arch)
-    return spec_cost(spec, resolution or native, num_classes, width_ratio, dim_in)
+    return spec_cost(spec, resolution or native, num_classes, width_ratio, dim_in, head=head)
 
 
 def spec_cost(
@@ -69,6 +74,8 @@ def spec_cost(
     num_classes: int | None = 1000,
     width_ratio: float = 1.0,
     dim_in: int = 3,
+    *,
+    head: HeadSpec | None = None,
 ) -> ArchCost:
     """:func:`arch_cost` for an already unified spec (the search hot path)."""
     builder = FBNetBuilder(width_ratio=width_ratio)
@@ -79,14 +86,15 @@ def spec_cost(
                      t.cost.params, t.cost.macs)
         for t in traces
     )
-    channels = traces[-1].out_channels
+    last = traces[-1]
+    head = head_spec_for(num_classes, head)
     head_params = head_macs = 0
-    if num_classes:
-        head_params = channels * num_classes + num_classes
-        head_macs = channels * num_classes
-        output_shape: tuple[int, ...] = (1, num_classes)
+    if head is not None:
+        head_trace = builder.trace_head(head, last.out_channels, last.out_hw)
+        head_params, head_macs = head_trace.cost.params, head_trace.cost.macs
+        output_shape: tuple[int, ...] = (1, *head_trace.output_shape)
     else:
-        output_shape = (1, channels, *traces[-1].out_hw)
+        output_shape = (1, last.out_channels, *last.out_hw)
     return ArchCost(
         params=sum(r.params for r in rows) + head_params,
         macs=sum(r.macs for r in rows) + head_macs,
@@ -95,4 +103,5 @@ def spec_cost(
         blocks=rows,
         head_params=head_params,
         head_macs=head_macs,
+        head=head,
     )

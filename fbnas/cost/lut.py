@@ -30,13 +30,14 @@ from typing import Any, Literal
 
 from torch import nn
 
-from fbnas.arch.spec import ArchSpec, FrozenKwargs, thaw
-from fbnas.blocks import BLOCKS
-from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
+from fbnas.arch.spec import ArchSpec, FrozenKwargs, HeadSpec, thaw
+from fbnas.blocks import BLOCKS, HEADS
+from fbnas.blocks.heads import head_classes, head_spec_for
+from fbnas.builder import BlockTrace, FBNetBuilder, HeadTrace, build_head_plan, build_plan
 from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_ms
 from fbnas.errors import FbnasError
 from fbnas.io import atomic_write_text
-from fbnas.zoo.model import ArchSource, ClsConvHead, build_model, resolve_arch
+from fbnas.zoo.model import ArchSource, build_model, resolve_arch
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +90,24 @@ def block_key(trace: BlockTrace, basic_args: Mapping[str, Any]) -> str:
             f"s{trace.spec.stride}|{options}")
 
 
-def head_key(channels: int, hw: tuple[int, int], num_classes: int) -> str:
-    """The key of the classifier head (global pool + 1x1 conv) on a ``channels`` map."""
-    return f"cls_head|{channels}x{hw[0]}x{hw[1]}|{num_classes}"
+def head_key(trace: HeadTrace) -> str:
+    """The table key of a traced head: ``op|CxHxW|required options[|other options]``.
+
+    The options the head requires are written as bare values in the op's declared order,
+    the others only where they differ from their defaults, as ``k=v``. So the classifier's
+    key is ``cls_head|CxHxW|classes``, the key tables have always used for it.
+    """
+    if trace.in_hw is None:
+        raise ValueError("head_key needs a head trace made with an input size")
+    op = HEADS.get(trace.spec.op)
+    options = op.options(trace.spec.options)
+    required = op.schema.required()
+    values = ",".join(_value_text(options[name]) for name in required)
+    others = ",".join(f"{k}={_value_text(v)}" for k, v in sorted(options.items())
+                      if k not in required and thaw(op.schema.fields[k][1]) != thaw(v))
+    h, w = trace.in_hw
+    return (f"{trace.spec.op}|{trace.in_channels}x{h}x{w}|{values}"
+            + (f"|{others}" if others else ""))
 
 
 @dataclass(frozen=True)
@@ -106,7 +122,11 @@ class TableItem:
 
 @dataclass(frozen=True)
 class ArchItems:
-    """The items of one network, in order (blocks then head), and the network itself."""
+    """The items of one network, in order (blocks then head), and the network itself.
+
+    ``head`` is the head's description; left None with ``num_classes`` set it is that
+    classifier (the form callers wrote before heads were data).
+    """
 
     name: str
     spec: ArchSpec
@@ -114,19 +134,28 @@ class ArchItems:
     num_classes: int | None
     keys: tuple[str, ...]
     items: tuple[TableItem, ...]
+    head: HeadSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.head is None and self.num_classes:
+            object.__setattr__(self, "head", head_spec_for(self.num_classes, None))
 
     def build(self) -> nn.Module:
-        """The whole classifier, for end-to-end measurement."""
-        return build_model(self.spec, num_classes=self.num_classes).eval()
+        """The whole network, for end-to-end measurement."""
+        return build_model(self.spec, num_classes=None, head=self.head).eval()
 
 
 def arch_items(arch: ArchSource | ArchSpec, resolution: int | None = None,
                num_classes: int | None = 1000, batch: int = 1,
-               name: str | None = None) -> ArchItems:
-    """The table items (blocks + head) of a network at a resolution."""
+               name: str | None = None, *, head: HeadSpec | None = None) -> ArchItems:
+    """The table items (blocks + head) of a network at a resolution.
+
+    ``head`` (a task's ``head_spec``) replaces the classifier of ``num_classes``.
+    """
     spec, source_name, native = resolve_arch(arch)
     name = name or source_name
     resolution = resolution or native
+    head = head_spec_for(num_classes, head)
     builder = FBNetBuilder()
     builder.add_basic_args(spec.basic_args)
     traces = builder.trace(spec, resolution=resolution)
@@ -135,14 +164,13 @@ def arch_items(arch: ArchSource | ArchSpec, resolution: int | None = None,
         key = block_key(trace, builder.basic_args)
         items.append(TableItem(key, (batch, trace.in_channels, *trace.in_hw),
                                functools.partial(build_plan, trace), f"{name}:{trace.name}"))
-    if num_classes:
+    if head is not None:
         last = traces[-1]
-        key = head_key(last.out_channels, last.out_hw, num_classes)
-        items.append(TableItem(key, (batch, last.out_channels, *last.out_hw),
-                               functools.partial(ClsConvHead, last.out_channels, num_classes),
-                               f"{name}:head"))
-    return ArchItems(name, spec, resolution, num_classes, tuple(i.key for i in items),
-                     tuple(items))
+        head_trace = builder.trace_head(head, last.out_channels, last.out_hw)
+        items.append(TableItem(head_key(head_trace), (batch, last.out_channels, *last.out_hw),
+                               functools.partial(build_head_plan, head_trace), f"{name}:head"))
+    return ArchItems(name, spec, resolution, head_classes(head), tuple(i.key for i in items),
+                     tuple(items), head)
 
 
 def distinct_items(archs: Iterable[ArchItems]) -> list[TableItem]:
@@ -250,10 +278,11 @@ class LatencyTable:
         return self.calibration.scale if self.calibration else 1.0
 
     def predict(self, arch: ArchSource | ArchSpec | ArchItems,
-                resolution: int | None = None, num_classes: int | None = 1000) -> Prediction:
+                resolution: int | None = None, num_classes: int | None = 1000, *,
+                head: HeadSpec | None = None) -> Prediction:
         """Predicted latency of a network: ``scale * sum`` over its blocks and head."""
         items = arch if isinstance(arch, ArchItems) else arch_items(
-            arch, resolution, num_classes, self.batch)
+            arch, resolution, num_classes, self.batch, head=head)
         missing = self.missing(items.keys)
         if missing:
             raise MissingEntriesError(missing, items.name)
@@ -451,7 +480,7 @@ def _time_in_context(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]],
 
 def _network_blocks(model: nn.Module, arch: ArchItems) -> list[tuple[str, nn.Module]]:
     blocks = list(model.backbone.stages.children())
-    if arch.num_classes:
+    if arch.head is not None:
         blocks.append(model.head)
     if len(blocks) != len(arch.keys):
         raise AssertionError("network blocks and table items disagree")

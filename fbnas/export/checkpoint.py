@@ -5,7 +5,8 @@ A checkpoint is a ``torch.save``-d dict::
     {"arch_def": {...},            # the plain arch-def dict the model was built from
      "model": state_dict,          # the weights
      "model_ema": state_dict,      # optional; preferred when present (as for evaluation)
-     "num_classes": 1000,          # optional; else read from the head's weight
+     "task": {"name": ...},        # optional; the head is its task's (fbnas.tasks)
+     "num_classes": 1000,          # optional, without a task; else read from the head's weight
      "width_ratio": 1.0,           # optional
      "resolution": 224}            # optional; else the arch def's input size (or 224)
 
@@ -23,6 +24,9 @@ from typing import Any
 
 import torch
 
+from fbnas.arch.spec import HeadSpec
+from fbnas.blocks.heads import classifier_head
+from fbnas.tasks import recorded_task
 from fbnas.zoo.checkpoint import CheckpointError, load_mobile_cv_state_dict
 from fbnas.zoo.model import FBNet, build_model
 
@@ -69,8 +73,20 @@ def _num_classes(checkpoint: Mapping[str, Any], state_dict: Mapping[str, Any]) -
     return 1000
 
 
+def checkpoint_head(checkpoint: Mapping[str, Any], state_dict: Mapping[str, Any],
+                    source: str = "checkpoint") -> HeadSpec:
+    """The head of a checkpoint's network: its task's, else (checkpoints without a task are
+    classification runs) the classifier of its ``num_classes`` or of its head's width."""
+    task = recorded_task(checkpoint, source)
+    if task is not None:
+        return task.head_spec
+    return classifier_head(_num_classes(checkpoint, state_dict))
+
+
 def load_model_from_checkpoint(path: str | os.PathLike) -> FBNet:
     """Builds the checkpoint's architecture and loads its weights (EMA ones if present).
+
+    The head is the one of the task the checkpoint records (a classifier without one).
 
     The model's ``name`` is the file's stem and its ``resolution`` the checkpoint's
     ``resolution`` if given (else the arch def's native one). It is returned in eval mode.
@@ -116,8 +132,8 @@ def load_model_from_checkpoint(path: str | os.PathLike) -> FBNet:
             or width_ratio <= 0:
         raise CheckpointError(f"checkpoint 'width_ratio' must be a positive number, got "
                               f"{width_ratio!r}")
-    model = build_model(dict(arch_def), num_classes=_num_classes(checkpoint, state_dict),
-                        width_ratio=float(width_ratio))
+    model = build_model(dict(arch_def), width_ratio=float(width_ratio),
+                        head=checkpoint_head(checkpoint, state_dict, f"checkpoint {str(path)!r}"))
     try:
         load_mobile_cv_state_dict(model, state_dict)
     except CheckpointError as exc:

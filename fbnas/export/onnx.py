@@ -166,19 +166,38 @@ def _data_path(path: Path) -> Path:
     return path.with_name(path.name + ".data")
 
 
-def _torch_export(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def output_names(count: int) -> list[str]:
+    """The graph's output names: ``output`` for one tensor, ``output_0``... for several."""
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def _eager_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    """The model's outputs as arrays: one tensor, or each tensor of a tuple/list (a task's
+    head may return several, e.g. landmarks and pose angles)."""
+    out = model(x)
+    tensors = list(out) if isinstance(out, (tuple, list)) else [out]
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ExportError(f"the model must return a tensor or a tuple of tensors, got "
+                          f"{type(out).__name__}")
+    return [t.numpy() for t in tensors]
+
+
+def _torch_export(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
+                  outputs: int = 1) -> None:
+    names = output_names(outputs)
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated upstream but is the one that needs no
         # extra packages and handles every fbnas op; the result is checked either way.
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=False,
-                          input_names=["input"], output_names=["output"],
+                          input_names=["input"], output_names=names,
                           opset_version=opset, do_constant_folding=True,
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+                          dynamic_axes={"input": {0: "batch"},
+                                        **{name: {0: "batch"} for name in names}})
 
 
 def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
-            external: bool | None) -> bool:
+            external: bool | None, outputs: int = 1) -> bool:
     """Writes ``path`` (and ``path.data`` if external); returns whether data is external.
 
     Exports into a temporary folder beside ``path`` and moves the result into place, so a
@@ -190,7 +209,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".onnx-export-") as tmp:
         raw = Path(tmp) / "raw" / "model.onnx"
         raw.parent.mkdir()
-        _torch_export(model, example, raw, opset)
+        _torch_export(model, example, raw, opset, outputs)
         exporter_went_external = len(list(raw.parent.iterdir())) > 1
         if exporter_went_external and external is False:
             raise ExportError("the model is over the 2 GB protobuf limit: it needs "
@@ -219,6 +238,18 @@ def _ort_session(path: Path, threads: int | None):
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _compare_all(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], atol: float,
+                 rtol: float, what: str) -> tuple[float, float]:
+    """:func:`_compare` of every output; the largest differences."""
+    if len(got) != len(expected):
+        raise ExportError(f"{what}: ONNX Runtime gives {len(got)} outputs, PyTorch "
+                          f"{len(expected)}")
+    names = output_names(len(expected))
+    diffs = [_compare(g, e, atol, rtol, what if len(names) == 1 else f"{what} ({name})")
+             for g, e, name in zip(got, expected, names, strict=True)]
+    return max(d[0] for d in diffs), max(d[1] for d in diffs)
 
 
 def _compare(got: np.ndarray, expected: np.ndarray, atol: float, rtol: float,
@@ -273,6 +304,9 @@ def to_onnx(
     batch size N and at N + 1 (so a batch size baked into the graph is caught) and compares
     both with eager PyTorch on the same random inputs.
 
+    Every output is compared, whatever the task: a head may return one tensor or a tuple
+    of them (exported as ``output``, or ``output_0``, ``output_1``...).
+
     Args:
         model: the network (any fbnas model; other modules with one tensor input work too).
             For an untrained model call :func:`calibrate_batchnorm` first, or the check
@@ -315,9 +349,9 @@ def to_onnx(
     inputs = torch.randn((shape[0] + 1, *shape[1:]), generator=torch.Generator().manual_seed(0))
     example = inputs[: shape[0]]
     with torch.no_grad():
-        expected_all = prepared(inputs).numpy()
-    expected = expected_all[: shape[0]]
-    spread = float(np.abs(expected_all[-1] - expected_all[0]).max(initial=0.0))
+        expected_all = _eager_outputs(prepared, inputs)
+    expected = [out[: shape[0]] for out in expected_all]
+    spread = max(float(np.abs(out[-1] - out[0]).max(initial=0.0)) for out in expected_all)
     if spread <= atol:
         logger.warning("the outputs of %s hardly depend on the input (they vary by %.1e, "
                        "atol %.1e): the ORT comparison cannot tell a wrong export apart; "
@@ -333,7 +367,7 @@ def to_onnx(
                                   > PROTOBUF_LIMIT_BYTES * EXTERNAL_DATA_MARGIN):
         external_data = True  # else None: the exporter still goes external beyond 2 GB
     try:
-        external = _export(prepared, example, path, opset, external_data)
+        external = _export(prepared, example, path, opset, external_data, len(expected_all))
         onnx.checker.check_model(str(path), full_check=True)
     except ExportError:
         raise
@@ -345,16 +379,16 @@ def to_onnx(
     try:
         session = _ort_session(path, threads)
         feed = {"input": example.numpy()}
-        got = session.run(None, feed)[0]
+        got = session.run(None, feed)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"ONNX Runtime could not run {path}: {exc}") from exc
-    max_abs, max_rel = _compare(got, expected, atol, rtol, str(path))
+    max_abs, max_rel = _compare_all(got, expected, atol, rtol, str(path))
     try:
-        got_all = session.run(None, {"input": inputs.numpy()})[0]
+        got_all = session.run(None, {"input": inputs.numpy()})
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"{path}: the batch axis is not dynamic: ONNX Runtime failed at "
                           f"batch {len(inputs)}: {exc}") from exc
-    _compare(got_all, expected_all, atol, rtol, f"{path} at batch {len(inputs)}")
+    _compare_all(got_all, expected_all, atol, rtol, f"{path} at batch {len(inputs)}")
 
     report = ExportReport(str(path), shape, opset, max_abs, max_rel, spread,
                           _median_latency_ms(session, feed, timing_runs), _files_size(path),

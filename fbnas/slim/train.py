@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -47,6 +46,7 @@ from fbnas.data.datasets import ImageDatasets
 from fbnas.errors import reject_unknown_keys
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.models import SlimFBNet, build_slim_model
+from fbnas.tasks import ClassificationTask, Task, distill_loss, recorded_task
 from fbnas.train import checkpoint as ckpt
 from fbnas.train.config import RecipeError, TrainConfig
 from fbnas.train.distributed import DistContext
@@ -54,8 +54,10 @@ from fbnas.train.trainer import (
     EvalResult,
     Trainer,
     TrainListener,
+    as_float,
     autocast,
     evaluate,
+    prefixed,
 )
 from fbnas.zoo.checkpoint import CheckpointError
 
@@ -142,15 +144,6 @@ def sandwich_wms(search_dim: int, config: SandwichConfig, rng: random.Random
         else:
             wms.append([rng.uniform(config.min_wm, 1.0) for _ in range(search_dim)])
     return wms
-
-
-def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
-    """Soft-target cross-entropy ``-sum(p_teacher * log_softmax(logits))``, batch mean.
-
-    Equal to the KL divergence up to the teacher's entropy (a constant here, since the
-    teacher is detached), so the gradients are those of KD with temperature 1 ([US]).
-    """
-    return torch.sum(-teacher_probs * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
 # --------------------------------------------------------------------------- BN statistics
@@ -252,12 +245,13 @@ def evaluate_width(model: DynModel, real_ch: Sequence[Any] | None, calibration: 
                    val_loader: DataLoader, bn_batches: int,
                    device: torch.device | str | None = None,
                    context: DistContext | None = None, amp: bool = False,
-                   seed: int | None = None) -> EvalResult:
-    """Accuracy of ``model`` at ``real_ch`` after recalibrating its BN statistics there
-    (on the same images for the same ``seed``: :func:`recalibrate_bn`)."""
+                   seed: int | None = None, task: Task | None = None) -> EvalResult:
+    """The task's metrics (default: classification's) of ``model`` at ``real_ch`` after
+    recalibrating its BN statistics there (on the same images for the same ``seed``:
+    :func:`recalibrate_bn`)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     recalibrate_bn(model, real_ch, calibration, bn_batches, device, seed)
-    return evaluate(model, val_loader, device, context, amp)
+    return evaluate(model, val_loader, device, context, amp, task=task)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -267,11 +261,13 @@ class SandwichTrainer(Trainer):
     """The :class:`~fbnas.train.Trainer` with the sandwich-rule step (module docstring).
 
     Per epoch, ``metrics.jsonl`` holds the usual keys for the *largest* width
-    (``train_loss`` is its hard-label loss, ``val_*`` its accuracy after BN
-    recalibration; the best checkpoint is judged by it) plus ``val_min_loss``,
-    ``val_min_top1``, ``val_min_top5`` for the smallest width. Checkpoints hold the
-    weights with the largest width's recalibrated statistics, and ``run_info["slim"]``
-    (model name, sandwich config), which :func:`load_slim_checkpoint` reads back.
+    (``train_loss`` is its hard-label loss, ``val_*`` its metrics after BN
+    recalibration; the best checkpoint is judged by it) plus ``val_min_<metric>``
+    (``val_min_loss``, ``val_min_top1``, ``val_min_top5``) for the smallest width. The
+    narrower widths learn the largest one's outputs with the task's ``distill_loss``.
+    Checkpoints hold the weights with the largest width's recalibrated statistics, and
+    ``run_info["slim"]`` (model name, sandwich config), which :func:`load_slim_checkpoint`
+    reads back.
 
     Args:
         model: a slim network at full width.
@@ -280,7 +276,8 @@ class SandwichTrainer(Trainer):
         data: the datasets.
         sandwich: the sandwich settings; stored in checkpoints, and a resume with other
             settings is refused.
-        out_dir, device, context, listeners, run_info, tensorboard: as for ``Trainer``.
+        out_dir, device, context, listeners, run_info, tensorboard, task: as for
+            ``Trainer``.
     """
 
     def __init__(self, model: DynModel, config: TrainConfig, data: ImageDatasets,
@@ -289,7 +286,7 @@ class SandwichTrainer(Trainer):
                  context: DistContext | None = None,
                  listeners: Sequence[TrainListener] = (),
                  run_info: Mapping[str, Any] | None = None,
-                 tensorboard: bool = True) -> None:
+                 tensorboard: bool = True, task: Task | None = None) -> None:
         if not isinstance(model, DynModel):
             raise TypeError(f"SandwichTrainer trains slim networks (a DynModel), got "
                             f"{type(model).__name__}")
@@ -302,7 +299,7 @@ class SandwichTrainer(Trainer):
                         "sandwich": self.sandwich.to_dict()}
         super().__init__(model, config, data, out_dir=out_dir, device=device,
                          context=context, listeners=listeners, run_info=info,
-                         tensorboard=tensorboard)
+                         tensorboard=tensorboard, task=task)
         local_batch = max(1, config.batch_size // self.context.world_size)
         self.calibration = calibration_loader(data.train, local_batch, config.seed,
                                               config.workers)
@@ -344,16 +341,16 @@ class SandwichTrainer(Trainer):
                 model.set_wm(wm)
                 with self._no_sync(index == len(wms) - 1), autocast(self.device,
                                                                      self.use_amp):
-                    logits = self.ddp_model(images).float()
+                    outputs = as_float(self.ddp_model(images))
                     if index == 0:
-                        loss = self.criterion(logits, soft_targets)
-                        teacher = logits.detach().softmax(dim=-1)
+                        loss = self.criterion(outputs, soft_targets)
+                        teacher = outputs.detach()
                         loss_largest = loss.detach()
                     elif self.sandwich.distill:
                         assert teacher is not None
-                        loss = distill_loss(logits, teacher)
+                        loss = self.task.distill_loss(outputs, teacher)
                     else:
-                        loss = self.criterion(logits, soft_targets)
+                        loss = self.criterion(outputs, soft_targets)
                     loss.backward()
         finally:
             model.set_wm(model.full_wm())
@@ -362,7 +359,7 @@ class SandwichTrainer(Trainer):
     # ----------------------------------------------------------------- evaluation
 
     def evaluate_wm(self, wm: Sequence[float], use_ema: bool = False) -> EvalResult:
-        """Validation accuracy at the widths ``wm``, BN recalibrated there first."""
+        """The task's validation metrics at the widths ``wm``, BN recalibrated there first."""
         model = self.ema.module if use_ema and self.ema is not None else self.model
         assert isinstance(model, DynModel)
         real_ch = model.decode_ch(model.decode_wm(wm))
@@ -371,10 +368,10 @@ class SandwichTrainer(Trainer):
         # one), and fbnas eval of the checkpoint reproduces them.
         return evaluate_width(model, real_ch, self.calibration, self.val_loader,
                               self.sandwich.bn_batches, self.device, self.context,
-                              self.use_amp, seed=self.config.seed)
+                              self.use_amp, seed=self.config.seed, task=self.task)
 
     def evaluate(self, use_ema: bool = False) -> EvalResult:
-        """The largest width's validation accuracy, after recalibrating its BN statistics."""
+        """The largest width's validation metrics, after recalibrating its BN statistics."""
         return self.evaluate_wm(self.slim_model.full_wm(), use_ema)
 
     def _epoch_metrics(self) -> dict[str, Any]:
@@ -382,8 +379,7 @@ class SandwichTrainer(Trainer):
         # are the ones the checkpoint keeps.
         smallest = self.evaluate_wm([self.sandwich.min_wm] * self.slim_model.search_dim)
         metrics = super()._epoch_metrics()
-        metrics.update(val_min_loss=smallest.loss, val_min_top1=smallest.top1,
-                       val_min_top5=smallest.top5)
+        metrics.update(prefixed("val_min_", smallest))
         return metrics
 
     # ----------------------------------------------------------------- resume
@@ -448,7 +444,8 @@ def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequenc
                              device: torch.device | str = "cpu", *,
                              state: Mapping[str, Any] | None = None
                              ) -> list[tuple[float, EvalResult]]:
-    """Validation accuracy of a sandwich-trained checkpoint at uniform width multipliers.
+    """Validation metrics of a sandwich-trained checkpoint at uniform width multipliers
+    (those of the task it records; classification when it records none).
 
     Every width is evaluated as the trainer does it: BN statistics recalibrated first on
     the recipe's batch size of training images (``data.train``, so open ``data`` with the
@@ -478,6 +475,7 @@ def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequenc
     if model.num_classes != data.num_classes:
         raise CheckpointError(f"checkpoint {str(path)!r} classifies {model.num_classes} "
                               f"classes, {data.spec} has {data.num_classes}")
+    task = recorded_task(state, str(path)) or ClassificationTask(data.num_classes)
     recipe = TrainConfig.from_dict(state["config"], f"{path} config")
     sandwich = SandwichConfig.from_dict(run_info["slim"]["sandwich"], f"{path} sandwich")
     wms = tuple(wms) or (1.0, sandwich.min_wm)
@@ -495,7 +493,8 @@ def evaluate_slim_checkpoint(path: str | Path, data: ImageDatasets, wms: Sequenc
     for wm in wms:
         real_ch = model.decode_ch(model.decode_wm([wm] * model.search_dim))
         results.append((wm, evaluate_width(model, real_ch, calibration, val_loader,
-                                           sandwich.bn_batches, device, seed=recipe.seed)))
+                                           sandwich.bn_batches, device, seed=recipe.seed,
+                                           task=task)))
     return results
 
 

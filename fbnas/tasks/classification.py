@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fbnas.data import ImageDatasets, open_datasets
-from fbnas.errors import ConfigError
-from fbnas.zoo.model import ClsConvHead
+from fbnas.arch.spec import HeadSpec
+from fbnas.blocks.heads import classifier_head
+from fbnas.data import AugmentConfig, ImageDatasets, open_datasets
+from fbnas.errors import ConfigError, reject_unknown_keys
+from fbnas.tasks.base import Objective, RecipeTerms
+
+
+def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Soft-target cross-entropy ``-sum(p_teacher * log_softmax(logits))``, batch mean.
+
+    Equal to the KL divergence up to the teacher's entropy (a constant here, since the
+    teacher is detached), so the gradients are those of KD with temperature 1 ([US]).
+    """
+    return torch.sum(-teacher_probs * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
 @dataclass(frozen=True)
@@ -35,14 +47,18 @@ class ClassificationTask:
     percent: bool = True
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ConfigError(f"classification: num_classes must be >= 1, got "
-                              f"{self.num_classes}")
-        if not self.topk or any(k < 1 for k in self.topk) or len(set(self.topk)) != len(
-                self.topk):
-            raise ConfigError(f"classification: topk must be distinct ks >= 1, got "
-                              f"{self.topk}")
-        object.__setattr__(self, "topk", tuple(sorted(self.topk)))
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or self.num_classes < 1:
+            raise ConfigError(f"classification: num_classes must be an int >= 1, got "
+                              f"{self.num_classes!r}")
+        topk = tuple(self.topk)
+        if not topk or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
+                           for k in topk) or len(set(topk)) != len(topk):
+            raise ConfigError(f"classification: topk must be distinct ints >= 1, got "
+                              f"{self.topk!r}")
+        object.__setattr__(self, "topk", tuple(sorted(topk)))
+        if self.name != "classification":
+            raise ConfigError(f"classification: name is 'classification', got {self.name!r}")
         if self.score_name not in self.metric_names:
             raise ConfigError(f"classification: score {self.score_name!r} is not one of "
                               f"{', '.join(self.metric_names)}")
@@ -51,14 +67,32 @@ class ClassificationTask:
     def metric_names(self) -> tuple[str, ...]:
         return ("loss", *(f"top{k}" for k in self.topk))
 
-    def build_head(self, in_channels: int) -> nn.Module:
-        return ClsConvHead(in_channels, self.num_classes)
+    @property
+    def head_spec(self) -> HeadSpec:
+        return classifier_head(self.num_classes)
+
+    def objective(self, recipe: RecipeTerms) -> Objective:
+        """Cross-entropy with the recipe's label smoothing; with mixup/CutMix, timm's
+        ``Mixup`` makes soft targets (smoothing folded in) and the loss is soft-target CE."""
+        if recipe.mixup > 0 or recipe.cutmix > 0:
+            from timm.data import Mixup
+            from timm.loss import SoftTargetCrossEntropy
+
+            mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                          label_smoothing=recipe.label_smoothing,
+                          num_classes=self.num_classes)
+            return Objective(SoftTargetCrossEntropy(), mixup)
+        return Objective(nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)
 
     def arch_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)
+
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Soft-target cross-entropy against the teacher's softmax (:func:`distill_loss`)."""
+        return distill_loss(outputs, teacher.softmax(dim=-1))
 
     def metric_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Summed cross-entropy and top-k hits of a batch: ``(1 + len(topk),)`` float64."""
@@ -84,8 +118,33 @@ class ClassificationTask:
     def score(self, metrics: dict[str, float]) -> float:
         return float(metrics[self.score_name])
 
-    def open_datasets(self, spec: str, resolution: int) -> ImageDatasets:
-        return open_datasets(spec, resolution)
+    def open_datasets(self, spec: str, resolution: int | None = None,
+                      augment: AugmentConfig | None = None) -> ImageDatasets:
+        data = open_datasets(spec, resolution, augment)
+        self.check_datasets(data)
+        return data
+
+    def check_datasets(self, data: Any) -> None:
+        classes = getattr(data, "num_classes", None)
+        if classes != self.num_classes:
+            raise ConfigError(f"the task classifies {self.num_classes} classes, "
+                              f"{getattr(data, 'spec', 'the data')} has {classes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"name": self.name, "num_classes": self.num_classes, "topk": list(self.topk),
+               "score_name": self.score_name}
+        if not self.percent:
+            out["percent"] = False
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "task") -> ClassificationTask:
+        """Inverse of :meth:`to_dict`; unknown keys are refused, naming ``source``."""
+        reject_unknown_keys(data, cls, source)
+        values = dict(data)
+        if "topk" in values:
+            values["topk"] = tuple(values["topk"])
+        return cls(**values)
 
     @classmethod
     def for_data(cls, data: ImageDatasets, topk: Sequence[int] = (1, 5)

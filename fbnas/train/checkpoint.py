@@ -7,11 +7,14 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts), so it lo
      "arch_def": {...}, "num_classes": 10, "width_ratio": 1.0, "resolution": 32,
      "config": {...},            # the TrainConfig as plain data
      "data": "digits",           # the dataset spec string
+     "task": {"name": "classification", "num_classes": 10, "topk": [1, 5],
+              "score_name": "top1"},   # what it was trained for (absent: classification)
      "model": state_dict, "model_ema": state_dict,   # model_ema only when EMA is on
      "optimizer": ..., "scheduler": ..., "extra": {name: state_dict},
      "epoch": 3,                 # epochs completed
      "step": 270,                # optimizer steps taken
-     "best_top1": 97.2, "best_epoch": 3, "history": [per-epoch metrics],
+     "best_top1": 97.2,          # best_<the task's score>
+     "best_epoch": 3, "history": [per-epoch metrics],
      "rng": [per-rank {"python", "numpy", "torch", "cuda"}]}
 
 The first keys are those ``fbnas export`` and ``fbnas eval`` read, so a checkpoint alone

@@ -40,7 +40,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from fbnas.data.datasets import ImageDatasets
+from fbnas.errors import ConfigError
 from fbnas.io import atomic_write_text
+from fbnas.tasks import ClassificationTask, Task, recorded_task
 from fbnas.train import checkpoint as ckpt
 from fbnas.train.config import RecipeError, TrainConfig
 from fbnas.train.distributed import (
@@ -88,12 +90,25 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Mean cross-entropy and top-1/top-5 accuracy (%) over ``count`` images."""
+    """The task's metrics (means) over ``count`` samples.
 
-    loss: float
-    top1: float
-    top5: float
+    Each metric also reads as an attribute (``result.top1``, ``result.loss`` for
+    classification), as callers wrote before the metrics came from the task.
+    """
+
+    metrics: dict[str, float]
     count: int
+
+    def __getattr__(self, name: str) -> float:
+        # Only called when normal lookup fails; dunder and private names (copy, pickle)
+        # and a half-built instance must not recurse into ``metrics``.
+        if name.startswith("_") or name == "metrics":
+            raise AttributeError(name)
+        try:
+            return self.metrics[name]
+        except KeyError:
+            raise AttributeError(f"EvalResult has no metric {name!r} (it has: "
+                                 f"{', '.join(self.metrics)})") from None
 
 
 class TrainListener:
@@ -167,38 +182,73 @@ def seed_training_streams(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def as_float(outputs: Any) -> Any:
+    """A network's outputs in float32 (autocast computes bfloat16): the losses and metrics
+    of every task are computed in full precision. Tuples/lists/dicts of tensors too."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    if isinstance(outputs, Mapping):
+        return {k: as_float(v) for k, v in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(as_float(v) for v in outputs)
+    return outputs
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """A batch's tensors on ``device`` (a tensor, or tuples/lists/dicts of them: the
+    targets of a task may be several tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
              context: DistContext | None = None, amp: bool = False,
-             channels_last: bool = False) -> EvalResult:
-    """Mean cross-entropy and top-1/top-5 accuracy of ``model`` over ``loader``, all ranks summed.
+             channels_last: bool = False, task: Task | None = None) -> EvalResult:
+    """The task's metrics of ``model`` over ``loader``, all ranks summed.
 
-    Top-5 is top-min(5, classes). The model is put in eval mode and restored after.
+    The task sums its metrics per batch (:meth:`Task.metric_sums`); the sums and the count
+    are reduced over all processes at once and turned into means by the task. Without a
+    task it is classification of the model's output width (mean cross-entropy, top-1 and
+    top-5 accuracy in %, top-5 being top-min(5, classes)). The model is put in eval mode
+    and restored after.
     """
     context = context or DistContext()
     was_training = model.training
     model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, n
+    totals: torch.Tensor | None = None  # the task's metric sums, then the sample count
     for images, targets in loader:
         images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+        targets = to_device(targets, device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            logits = model(images)
-        logits = logits.float()
-        totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum")
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hits = top.eq(targets[:, None])
-        totals[1] += hits[:, 0].sum()
-        totals[2] += hits.any(dim=1).sum()
-        totals[3] += targets.shape[0]
+            outputs = as_float(model(images))
+        if task is None:
+            task = ClassificationTask(int(outputs.shape[1]))
+        if totals is None:
+            totals = torch.zeros(len(task.metric_names) + 1, dtype=torch.float64,
+                                 device=device)
+        totals[:-1] += task.metric_sums(outputs, targets)
+        totals[-1] += images.shape[0]
+    if task is None:  # an empty loader: classification's metrics, all zero
+        task = ClassificationTask(1)
+    if totals is None:
+        totals = torch.zeros(len(task.metric_names) + 1, dtype=torch.float64, device=device)
     all_reduce_sum(totals, context)
     model.train(was_training)
-    loss_sum, top1, top5, count = totals.tolist()
-    count = max(count, 1.0)
-    return EvalResult(loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count, int(count))
+    count = int(totals[-1])
+    return EvalResult(task.metrics(totals[:-1], count), count)
+
+
+def prefixed(prefix: str, result: EvalResult) -> dict[str, float]:
+    """An evaluation's metrics as metrics-line entries (``val_top1``...), in the task's order."""
+    return {f"{prefix}{name}": value for name, value in result.metrics.items()}
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -249,13 +299,20 @@ class MetricsLog:
 
 
 class Trainer:
-    """Trains an fbnas classifier with a :class:`TrainConfig` on :class:`ImageDatasets`.
+    """Trains an fbnas network for a task with a :class:`TrainConfig` on its datasets.
+
+    The task (:class:`fbnas.tasks.Task`) gives the training objective for the recipe, the
+    metrics, and the score that picks ``best.pt``; the trainer knows none of them. Each
+    epoch's line in ``metrics.jsonl`` holds ``val_<metric>`` for every metric of the task
+    (``val_ema_<metric>`` for the EMA weights) and ``best_<score>``: for classification
+    ``val_loss``, ``val_top1``, ``val_top5``, ``best_top1``.
 
     Args:
-        model: the network (an ``FBNet`` for drop path/dropout; any classifier otherwise).
-            Built and seeded by the caller; the trainer moves it to ``device``.
+        model: the network (an ``FBNet`` for drop path/dropout; any module otherwise).
+            Built and seeded by the caller; the trainer moves it to ``device``. If it has a
+            ``head_spec`` it must be the task's.
         config: the recipe.
-        data: train/val datasets (``fbnas.data.open_datasets``) whose transforms match the
+        data: train/val datasets (``task.open_datasets``) whose transforms match the
             recipe's augmentation.
         out_dir: where rank 0 writes ``config.yaml``, ``run.json``, ``metrics.jsonl``,
             ``tensorboard/``, ``last.pt``, ``best.pt``; ``None`` writes nothing.
@@ -263,18 +320,26 @@ class Trainer:
         context: the process group (``init_distributed``); default a single process.
         listeners: progress display and user hooks.
         run_info: extra plain data stored in checkpoints and ``run.json`` (the arch def,
-            data spec...); ``arch_def``, ``num_classes``, ``width_ratio``, ``resolution``
-            and ``data`` are filled from the model and data when absent.
+            data spec...); ``arch_def``, ``num_classes``, ``width_ratio``, ``resolution``,
+            ``data`` and ``task`` are filled from the model, data and task when absent.
         tensorboard: also write TensorBoard event files.
+        task: what the network is trained for; default: classification of ``data``'s
+            classes (top-1 and top-5).
+
+    Raises:
+        ConfigError: the model's head or the data do not fit a given task.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, data: ImageDatasets,
                  out_dir: Path | None = None, device: str | torch.device | None = None,
                  context: DistContext | None = None,
                  listeners: Sequence[TrainListener] = (),
-                 run_info: Mapping[str, Any] | None = None, tensorboard: bool = True) -> None:
+                 run_info: Mapping[str, Any] | None = None, tensorboard: bool = True,
+                 task: Task | None = None) -> None:
         self.config = config
         self.data = data
+        self.task = task if task is not None else ClassificationTask.for_data(data)
+        self._check_task(model, strict=task is not None)
         self.context = context or DistContext()
         self.device = resolve_device(device, self.context)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -285,7 +350,8 @@ class Trainer:
         self.run_info = self._run_info(model, run_info or {})
         self.epoch = 0          # epochs completed
         self.step = 0           # optimizer steps taken
-        self.best_top1 = -math.inf
+        self.best_score = -math.inf
+        """The best validation score so far (``task.score``; -inf before the first epoch)."""
         self.best_epoch = 0
         self.history: list[dict[str, Any]] = []
         self._extra: dict[str, Stateful] = {}
@@ -304,17 +370,37 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.ema = self._ema()
-        self.mixup, self.criterion = self._criterion()
+        objective = self.task.objective(config)
+        self.mixup, self.criterion = objective.mix, objective.loss
         self.scheduler.step_update(self.step)
 
+    @property
+    def best_key(self) -> str:
+        """The metrics-line and checkpoint key of the best score (``best_top1``)."""
+        return f"best_{self.task.score_name}"
+
     # ----------------------------------------------------------------- set-up
+
+    def _check_task(self, model: nn.Module, strict: bool) -> None:
+        """The model's head must be the task's (``strict``: a task given by the caller); with
+        the default task a different head trains as it always did, with a warning (a
+        1000-class zoo head on a 10-class dataset)."""
+        head = getattr(model, "head_spec", None)
+        if head is not None and head != self.task.head_spec:
+            message = (f"the model's head {head.to_dict()} is not the head of its task "
+                       f"{self.task.to_dict()} ({self.task.head_spec.to_dict()})")
+            if strict:
+                raise ConfigError(f"{message}; build it with head=task.head_spec")
+            logger.warning("%s", message)
+        self.task.check_datasets(self.data)
 
     def _run_info(self, model: nn.Module, info: Mapping[str, Any]) -> dict[str, Any]:
         run = dict(info)
         spec = getattr(model, "arch_spec", None)
         if "arch_def" not in run and spec is not None:
             run["arch_def"] = spec.to_arch_def()
-        run.setdefault("num_classes", self.data.num_classes)
+        run.setdefault("num_classes", getattr(self.data, "num_classes", None))
+        run.setdefault("task", self.task.to_dict())
         run.setdefault("width_ratio", float(getattr(model, "width_ratio", 1.0)))
         run.setdefault("resolution", self.data.resolution)
         run.setdefault("data", str(self.data.spec))
@@ -411,18 +497,6 @@ class Trainer:
 
         return ModelEmaV3(self.model, decay=self.config.ema_decay)
 
-    def _criterion(self) -> tuple[Any, nn.Module]:
-        config = self.config
-        if config.mixup > 0 or config.cutmix > 0:
-            from timm.data import Mixup
-            from timm.loss import SoftTargetCrossEntropy
-
-            mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
-                          label_smoothing=config.label_smoothing,
-                          num_classes=self.data.num_classes)
-            return mixup, SoftTargetCrossEntropy()
-        return None, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
     # ----------------------------------------------------------------- state
 
     def register_state(self, name: str, obj: Stateful) -> None:
@@ -442,6 +516,7 @@ class Trainer:
             **{k: self.run_info[k] for k in ("arch_def", "num_classes", "width_ratio",
                                               "resolution")},
             "data": self.run_info["data"],
+            "task": self.task.to_dict(),
             "run_info": self.run_info,
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
@@ -449,7 +524,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "extra": {name: obj.state_dict() for name, obj in self._extra.items()},
             "epoch": self.epoch, "step": self.step,
-            "best_top1": self.best_top1 if math.isfinite(self.best_top1) else None,
+            self.best_key: self.best_score if math.isfinite(self.best_score) else None,
             "best_epoch": self.best_epoch,
             "history": self.history,
             "rng": rng_states,
@@ -463,8 +538,15 @@ class Trainer:
         """Restores a checkpoint from :meth:`state_dict` (after :func:`read_training_checkpoint`).
 
         Raises:
-            CheckpointError: the recipe differs from this trainer's, or weights do not fit.
+            CheckpointError: the recipe or the task differs from this trainer's, or weights
+                do not fit.
         """
+        saved_task = recorded_task(state)
+        if saved_task is None and state.get("num_classes"):  # written before tasks were
+            saved_task = ClassificationTask(int(state["num_classes"]))  # recorded
+        if saved_task is not None and saved_task.to_dict() != self.task.to_dict():
+            raise CheckpointError(f"the checkpoint was trained for another task "
+                                  f"({saved_task.to_dict()}, this run: {self.task.to_dict()})")
         saved = TrainConfig.from_dict(state["config"], "checkpoint config")
         changed = saved.diff(self.config)
         if changed:
@@ -487,8 +569,8 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not fit this model/recipe: "
                                   f"{type(exc).__name__}: {exc}") from None
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        best = state.get("best_top1")
-        self.best_top1 = -math.inf if best is None else float(best)
+        best = state.get(self.best_key)
+        self.best_score = -math.inf if best is None else float(best)
         self.best_epoch = int(state.get("best_epoch", 0))
         self.history = [dict(m) for m in state.get("history", [])]
         self.scheduler.step_update(self.step)
@@ -563,8 +645,8 @@ class Trainer:
         """
         images, soft_targets = self._prepare_batch(images, targets)
         with autocast(self.device, self.use_amp):
-            logits = self.ddp_model(images)
-            loss = self.criterion(logits.float(), soft_targets)
+            outputs = self.ddp_model(images)
+            loss = self.criterion(as_float(outputs), soft_targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return self._finish_step(images.shape[0], loss.detach())
@@ -574,7 +656,7 @@ class Trainer:
         """(images, training targets) on the device: channels-last if the recipe asks,
         mixed by Mixup/CutMix if enabled (the targets are then soft)."""
         images = images.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
+        targets = to_device(targets, self.device)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.mixup is not None:
@@ -602,24 +684,26 @@ class Trainer:
         return loss
 
     def evaluate(self, use_ema: bool = False) -> EvalResult:
-        """Validation loss and accuracy of the model (or its EMA), over all ranks."""
+        """The task's validation metrics of the model (or its EMA), over all ranks."""
         model = self.ema.module if use_ema and self.ema is not None else self.model
         return evaluate(model, self.val_loader, self.device, self.context, self.use_amp,
-                        self.channels_last)
+                        self.channels_last, self.task)
 
     def end_epoch(self) -> dict[str, Any]:
         """Evaluates, logs the epoch's metrics and checkpoints; returns the metrics line.
 
-        The best checkpoint is judged by the EMA's top-1 when EMA is on (the weights that
-        ``fbnas eval`` and ``fbnas export`` use), else by the model's.
+        The best checkpoint is judged by the task's score of the EMA weights when EMA is on
+        (the weights that ``fbnas eval`` and ``fbnas export`` use), else of the model's.
         """
         self.epoch += 1
         metrics = self._epoch_metrics()
-        score = metrics["val_ema_top1"] if self.ema is not None else metrics["val_top1"]
-        improved = score > self.best_top1
+        prefix = "val_ema_" if self.ema is not None else "val_"
+        score = self.task.score({name: metrics[prefix + name]
+                                 for name in self.task.metric_names})
+        improved = score > self.best_score
         if improved:
-            self.best_top1, self.best_epoch = score, self.epoch
-        metrics["best_top1"] = self.best_top1
+            self.best_score, self.best_epoch = score, self.epoch
+        metrics[self.best_key] = self.best_score
         self.history.append(metrics)
         rng_states = all_gather_objects(ckpt.capture_rng_state(), self.context)
         if self.context.is_main and self.out_dir is not None:
@@ -647,11 +731,9 @@ class Trainer:
             "train_images_per_s": images / seconds if seconds > 0 else None,
             "epoch_seconds": seconds,
         }
-        result = self.evaluate()
-        metrics.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5)
+        metrics.update(prefixed("val_", self.evaluate()))
         if self.ema is not None:
-            ema = self.evaluate(use_ema=True)
-            metrics.update(val_ema_loss=ema.loss, val_ema_top1=ema.top1, val_ema_top5=ema.top5)
+            metrics.update(prefixed("val_ema_", self.evaluate(use_ema=True)))
         return metrics
 
     def _metrics(self) -> MetricsLog:

@@ -1,7 +1,9 @@
-"""The classifier: an FBNet backbone (the arch def's blocks) + a global-pool 1x1-conv head.
+"""The network: an FBNet backbone (the arch def's blocks) + a head described as data.
 
-Module names match the reference (``backbone.stages.xif{s}_{b}``, ``head.conv``) so that
-mobile-vision checkpoints load by name.
+The head is a :class:`fbnas.arch.HeadSpec` built by the builder; ``num_classes`` is the
+shorthand for the classifier (global pool, 1x1 conv, flatten). Module names match the
+reference (``backbone.stages.xif{s}_{b}``, ``head.conv``) so that mobile-vision checkpoints
+load by name.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import torch
 from torch import nn
 
 from fbnas.arch.errors import ArchDefError
-from fbnas.arch.spec import ArchSpec
+from fbnas.arch.spec import ArchSpec, HeadSpec
 from fbnas.arch.unify import unify_arch_def
+from fbnas.blocks.heads import ClsConvHead, head_classes, head_spec_for
 from fbnas.builder import FBNetBuilder
 from fbnas.zoo.catalog import get_entry, has_arch
 
@@ -36,27 +39,13 @@ class FBNetBackbone(nn.Module):
         return self.stages(x)
 
 
-class ClsConvHead(nn.Module):
-    """Global average pool -> 1x1 conv (bias) -> flatten: ``(N, C, H, W) -> (N, classes)``.
-
-    The reference classifier has no dropout and no ``nn.Linear``; the 1x1 conv keeps
-    PyTorch's default init.
-    """
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv = nn.Conv2d(in_channels, num_classes, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.avg_pool(x)).flatten(1)
-
-
 class FBNet(nn.Module):
-    """An arch def built as an image classifier.
+    """An arch def built as a network: the backbone's blocks, then the head.
 
     Attributes:
         arch_spec: the unified architecture it was built from.
+        head_spec: the head's description (None: the output is the backbone's features).
+        num_classes: the classifier's classes (None for another head, or no head).
         resolution: the native input resolution (arch def ``input_size``, else 224).
         name: the zoo name, or ``"custom"``.
     """
@@ -69,6 +58,8 @@ class FBNet(nn.Module):
         dim_in: int = 3,
         name: str = "custom",
         resolution: int | None = None,
+        *,
+        head: HeadSpec | None = None,
     ) -> None:
         super().__init__()
         builder = FBNetBuilder(width_ratio=width_ratio)
@@ -78,8 +69,10 @@ class FBNet(nn.Module):
         self.name = name
         self.resolution = resolution or arch.input_size or DEFAULT_RESOLUTION
         self.backbone = FBNetBackbone(arch, builder, dim_in)
-        self.num_classes = num_classes
-        self.head = ClsConvHead(self.backbone.out_channels, num_classes) if num_classes else None
+        self.head_spec = head_spec_for(num_classes, head)
+        self.num_classes = head_classes(self.head_spec)
+        self.head = (builder.build_head(self.head_spec, self.backbone.out_channels)
+                     if self.head_spec is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
@@ -109,17 +102,23 @@ def build_model(
     num_classes: int | None = 1000,
     width_ratio: float = 1.0,
     dim_in: int = 3,
+    *,
+    head: HeadSpec | None = None,
 ) -> FBNet:
-    """Builds a classifier from a zoo name, an arch-def dict, a JSON/YAML file or an ArchSpec.
+    """Builds a network from a zoo name, an arch-def dict, a JSON/YAML file or an ArchSpec.
 
     Args:
         source: ``"fbnet_a"``, ``{"blocks": [...]}``, ``"my_arch.yaml"`` or an ArchSpec.
-        num_classes: classifier outputs; ``None`` returns the backbone features.
+        num_classes: classifier outputs (the shorthand for the classification head);
+            ``None`` returns the backbone features.
         width_ratio: scales every block's width (rounded by the reference rule).
         dim_in: input channels.
+        head: the head as data (a task's ``head_spec``); replaces the classifier of
+            ``num_classes`` (leave that at its default).
 
     Raises:
         ArchDefError: for an unknown name or a malformed arch def, naming where.
+        ConfigError: ``num_classes`` and ``head`` disagree.
 
     Example:
         >>> model = build_model("fbnet_a", num_classes=10)
@@ -128,4 +127,8 @@ def build_model(
     """
     spec, name, resolution = resolve_arch(source)
     return FBNet(spec, num_classes=num_classes, width_ratio=width_ratio, dim_in=dim_in,
-                 name=name, resolution=resolution)
+                 name=name, resolution=resolution, head=head)
+
+
+__all__ = ["DEFAULT_RESOLUTION", "ArchSource", "ClsConvHead", "FBNet", "FBNetBackbone",
+           "build_model", "resolve_arch"]

@@ -206,6 +206,33 @@ def test_a_mismatch_between_onnx_runtime_and_pytorch_raises(tmp_path: Path) -> N
         to_onnx(DriftingOutput(), tmp_path / "drift.onnx", (1, 3, 8, 8), timing_runs=0)
 
 
+class TwoOutputs(nn.Module):
+    """A head with two outputs (as landmarks and pose angles); ``drift`` breaks the second."""
+
+    def __init__(self, drift: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.drift = drift
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        y = self.conv(x)
+        return y.mean((2, 3)), y.amax((2, 3)) + (float(self.calls) if self.drift else 0.0)
+
+
+def test_every_output_of_a_multi_output_model_is_checked(tmp_path: Path) -> None:
+    import onnx
+
+    path = tmp_path / "two.onnx"
+    report = to_onnx(TwoOutputs(), path, (2, 3, 8, 8), timing_runs=0)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["output_0", "output_1"]
+    assert report.max_abs_diff < 1e-5 < report.output_spread
+    with pytest.raises(ExportError, match="\\(output_1\\): ONNX Runtime output differs"):
+        to_onnx(TwoOutputs(drift=True), tmp_path / "drift.onnx", (1, 3, 8, 8),
+                timing_runs=0)
+
+
 def test_calibration_gives_input_dependent_outputs_and_restores_the_model() -> None:
     model = fbnas.build_model("fbnet_a").train()
     x = torch.from_numpy(random_input(2))

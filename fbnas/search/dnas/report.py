@@ -224,6 +224,7 @@ def architecture_rows(arch_def: Mapping[str, Any], resolution: int, num_classes:
     (``table``; None without one) and, with ``measure_blocks``, each block timed alone now
     (the way the table's entries are measured, so the two columns compare like for like).
     """
+    from fbnas.blocks.heads import classifier_head
     from fbnas.builder import FBNetBuilder
     from fbnas.cost.latency import measure
     from fbnas.cost.lut import arch_items
@@ -243,9 +244,10 @@ def architecture_rows(arch_def: Mapping[str, Any], resolution: int, num_classes:
             options = ", ".join(f"{k}={v}" for k, v in trace.spec.kwargs.to_dict().items())
         else:  # the classifier head
             last = traces[-1]
+            head = builder.trace_head(classifier_head(num_classes), last.out_channels,
+                                      last.out_hw)
             name, op, out, stride = "head", "pool + conv_k1", num_classes, 1
-            params = last.out_channels * num_classes + num_classes
-            macs = last.out_channels * num_classes
+            params, macs = head.cost.params, head.cost.macs
             options = ""
         table_ms = table.lookup(item.key) if table is not None and item.key in table else None
         measured = (measure(item.build().eval(), item.input_shape, threads=threads,

@@ -206,9 +206,11 @@ def run_search(
     context = context or DistContext()
     space = get_space(space_name)
     resolution = config.resolution or space.input_size
-    data = open_datasets(data_spec, resolution)  # opens files only; its class count prices
-    costs = layer_costs(space, config.cost, table, resolution,  # the classifier head
-                        num_classes=data.num_classes)
+    data = open_datasets(data_spec, resolution)  # opens files only; its class count sizes
+    # the task's head, whose cost is part of every network's. Accuracies as fractions:
+    # metrics.jsonl's format predates the task seam.
+    task = ClassificationTask(data.num_classes, topk=(1,), percent=False)
+    costs = layer_costs(space, config.cost, table, resolution, head=task.head_spec)
     if config.target is not None and config.target < costs.cheapest:
         raise ArchDefError(f"target {config.target:g} {costs.unit} is below the cheapest "
                            f"network of {space.name} ({costs.cheapest:.4g} {costs.unit})")
@@ -217,11 +219,9 @@ def run_search(
         _check_same_space(out, space)
     criterion = CostLoss(costs.cheapest, config.loss_form, config.alpha, config.beta,
                          config.target, config.target_weight)
-    # Accuracies as fractions: metrics.jsonl's format predates the task seam.
-    task = ClassificationTask(data.num_classes, topk=(1,), percent=False)
     engine = SearchEngine(
         lambda: Supernet(space, costs, num_classes=data.num_classes, resolution=resolution,
-                         mode=config.mode),
+                         mode=config.mode, head=task.head_spec),
         task, data, config.engine_config(), criterion, context)
     run_config = {"space": space.name, "space_def": space.to_dict(), "data": data_spec,
                   "num_classes": data.num_classes, "world_size": context.world_size,

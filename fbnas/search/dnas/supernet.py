@@ -32,27 +32,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbnas.arch.errors import ArchDefError
-from fbnas.arch.spec import ArchSpec
+from fbnas.arch.spec import ArchSpec, HeadSpec
 from fbnas.arch.unify import unify_arch_def
+from fbnas.blocks.heads import head_classes, head_spec_for
 from fbnas.blocks.irf import IRFBlock, IRFPlan
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.analytic import spec_cost
 from fbnas.search.derive import LayerCosts
 from fbnas.search.sampling import gumbel_softmax
 from fbnas.search.space import SearchSpace, candidate_traces, get_space
-from fbnas.zoo.model import ClsConvHead
 
 Mode = Literal["soft", "single-path"]
 CostKind = Literal["latency", "macs", "params"]
 
 
 def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
-                resolution: int | None = None, num_classes: int = 1000) -> LayerCosts:
+                resolution: int | None = None, num_classes: int = 1000, *,
+                head: HeadSpec | None = None) -> LayerCosts:
     """Per-candidate costs of a space: MACs or params analytically, or latency from a table.
 
     With ``kind="latency"`` every candidate must be in ``table`` (a LatencyTable); the
     table's calibration (scale, and its offset in the fixed part) is applied, so costs add
-    up to the table's predicted network latency.
+    up to the table's predicted network latency. The head (``head``, else the classifier
+    of ``num_classes``) is part of the fixed cost.
     """
     space = get_space(space)
     resolution = resolution or space.input_size
@@ -61,7 +63,8 @@ def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
 
         if table is None:
             raise ValueError("latency costs need a latency table")
-        archs = [arch_items(a, resolution, num_classes, table.batch, name=f"cand{j}")
+        archs = [arch_items(a, resolution, num_classes, table.batch, name=f"cand{j}",
+                            head=head)
                  for j, a in enumerate(space.all_candidate_archs())]
         missing = table.missing(k for a in archs for k in a.keys)
         if missing:
@@ -84,8 +87,9 @@ def layer_costs(space: SearchSpace | str, kind: CostKind = "macs", table=None,
     rows = tuple(tuple(float(pick(t)) for t in row) for row in layers)
     fixed = float(sum(pick(t) for t in prefix + suffix))
     last = suffix[-1] if suffix else layers[-1][0]
-    head = last.out_channels * num_classes
-    fixed += head if kind == "macs" else head + num_classes
+    head_cost = FBNetBuilder().trace_head(head_spec_for(num_classes, head), last.out_channels,
+                                          last.out_hw).cost
+    fixed += head_cost.macs if kind == "macs" else head_cost.params
     return LayerCosts(rows, fixed, kind)
 
 
@@ -206,13 +210,14 @@ class Supernet(nn.Module):
     Args:
         space: a registered space name or a :class:`SearchSpace`.
         costs: per-candidate costs (:func:`layer_costs`), used for the expected cost.
-        num_classes: classifier outputs.
+        num_classes: classifier outputs (the shorthand for the classification head).
         resolution: input size (default: the space's).
         channels_last: keep weights and activations in channels-last memory format; on CPU
             the depthwise convs' backward, which dominates the step in NCHW, is several times
             faster (and on CUDA the convolutions run channels-last too).
         mode: what :meth:`sample` draws: ``soft`` (every candidate runs, Gumbel-softmax
             weighted) or ``single-path`` (one sampled candidate per layer).
+        head: another head, as data (a task's ``head_spec``), instead of the classifier.
 
     Attributes:
         theta: (layers, K) architecture logits, initialised equal (uniform distribution).
@@ -220,7 +225,7 @@ class Supernet(nn.Module):
 
     def __init__(self, space: SearchSpace | str, costs: LayerCosts, num_classes: int = 10,
                  resolution: int | None = None, channels_last: bool = True,
-                 mode: Mode = "soft") -> None:
+                 mode: Mode = "soft", *, head: HeadSpec | None = None) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use 'soft' or 'single-path'")
@@ -239,8 +244,9 @@ class Supernet(nn.Module):
             for row, cost_row in zip(layers, costs.per_layer, strict=True))
         self.tail = nn.Sequential(*[build_plan(t) for t in suffix])
         last = suffix[-1] if suffix else layers[-1][0]
-        self.num_classes = num_classes
-        self.head = ClsConvHead(last.out_channels, num_classes)
+        self.head_spec = head_spec_for(num_classes, head)
+        self.num_classes = head_classes(self.head_spec)
+        self.head = FBNetBuilder().build_head(self.head_spec, last.out_channels)
         most = max(len(row) for row in layers)
         # Padded (layers, K) logits; entries beyond a layer's candidates are masked to -inf.
         self.theta = nn.Parameter(torch.zeros(len(layers), most))
@@ -377,7 +383,7 @@ class Supernet(nn.Module):
 
     def analytic_cost(self, choices: Sequence[int]):
         """Params and MACs of the network of ``choices`` with this supernet's classifier."""
-        return spec_cost(self.arch_spec(choices), self.resolution, self.num_classes)
+        return spec_cost(self.arch_spec(choices), self.resolution, None, head=self.head_spec)
 
 
 def subnet_state_dict(supernet: Supernet, choices: Sequence[int]) -> dict[str, torch.Tensor]:
