@@ -22,6 +22,7 @@ from fbnas.cost.lut import (
     calibrate,
     distinct_items,
     measure_table,
+    unmeasured,
 )
 
 TINY = {"input_size": 32, "blocks": [
@@ -107,7 +108,11 @@ def test_calibration_networks_are_timed_among_the_entries_and_survive_a_resume(
     items = arch_items(TINY)
     seen: list[str] = []
     settings = replace(FAST, rounds=2)
-    measure_table(LatencyTable(DeviceInfo.current()), [items], settings, path,
+    empty = LatencyTable(DeviceInfo.current())
+    network_key = f"network {items.name}@{items.resolution}"
+    todo = unmeasured(empty, [items], settings, [items])
+    assert todo[:-1] == list(dict.fromkeys(items.keys)) and todo[-1].startswith(network_key)
+    measure_table(empty, [items], settings, path,
                   progress=lambda done, total, label: seen.append(label), calibration=[items])
     # interleaved: the calibration network is timed in each round, not after all entries
     calibration_steps = [i for i, label in enumerate(seen) if label.startswith("calibration")]
@@ -122,6 +127,11 @@ def test_calibration_networks_are_timed_among_the_entries_and_survive_a_resume(
     measure_table(saved, [items], settings, path,
                   progress=lambda done, total, label: seen.append(label), calibration=[items])
     assert seen == [] and saved.scale == LatencyTable.load(path).scale
+    assert unmeasured(saved, [items], settings, [items]) == []
+    # what a build with more rounds, or a busy entry, would still time
+    assert len(unmeasured(saved, [items], replace(settings, rounds=3), [items])) == len(todo)
+    saved.entries[items.keys[0]].busy = True
+    assert unmeasured(saved, [items], settings) == [items.keys[0]]
 
 
 def test_onnxruntime_backend_measures() -> None:
