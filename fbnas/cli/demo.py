@@ -10,8 +10,8 @@ its own result against the settings of this run: a table with every entry measur
 setup, a search and a training run that finished with the same settings and inputs, an ONNX
 file exported from the training's current best checkpoint. What matches is reused (one
 ``[n/5] step: reusing ...`` line on stderr); an interrupted step continues; a step whose
-settings or inputs changed is done over, saying what changed, and so is every step that
-uses its result. The report is always rewritten: it times the network on the machine now.
+settings or inputs changed is done over, saying what changed, and so is each later step
+whose inputs changed with it. The report is always rewritten: it times the network now.
 """
 
 from __future__ import annotations
