@@ -48,7 +48,9 @@ cli.add_command(eval_command)
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; user errors print ``error: ...`` and return 2."""
     try:
-        cli.main(args=argv, prog_name="fbnas", standalone_mode=False)
+        # Outside standalone mode click returns a ``ctx.exit(code)`` as the result instead
+        # of raising: that is how ``--nproc`` hands on the exit status of its torchrun job.
+        code = cli.main(args=argv, prog_name="fbnas", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -497,6 +497,27 @@ class _Unit:
     keys: tuple[str, ...]
 
 
+def unmeasured(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
+               calibration: Sequence[ArchItems] = ()) -> list[str]:
+    """Keys :func:`measure_table` would still time for these networks (empty: none).
+
+    An entry is unmeasured when it is absent, has fewer than ``settings.rounds`` rounds
+    (a build stopped part-way) or was measured only while the machine was busy; the
+    calibration networks' end-to-end entries count the same way.
+    """
+    if settings.method == "context":
+        keys = [k for arch in archs for k in arch.keys]
+    else:
+        keys = [item.key for item in distinct_items(archs)]
+
+    def short(store: Mapping[str, LatencyEntry], key: str) -> bool:
+        entry = store.get(key)
+        return entry is None or len(entry.rounds_ms) < settings.rounds or entry.busy
+
+    return ([k for k in dict.fromkeys(keys) if short(table.entries, k)]
+            + [k for k in map(network_key, calibration) if short(table.networks, k)])
+
+
 def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
                   path: str | os.PathLike | None = None,
                   progress: Progress | None = None,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -76,18 +74,15 @@ def test_bad_choices_and_unknown_spaces_are_clear_errors() -> None:
         get_space("fbnet_v2x")
 
 
-def test_space_sample_cli_writes_files_info_accepts(tmp_path) -> None:
+def test_space_sample_cli_writes_files_info_accepts(tmp_path, run_cli) -> None:
     out = tmp_path / "samples"
-    proc = subprocess.run([sys.executable, "-m", "fbnas", "space", "sample", "fbnet_v1_cifar",
-                           "-n", "3", "--seed", "7", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_cli("space", "sample", "fbnet_v1_cifar", "-n", "3", "--seed", "7", "--out", out)
     assert proc.returncode == 0, proc.stderr
     files = sorted(out.glob("*.json"))
     assert len(files) == 3
     record = json.loads(files[0].read_text())
     assert record["space"] == "fbnet_v1_cifar" and len(record["choices"]) == 22
-    info = subprocess.run([sys.executable, "-m", "fbnas", "info", str(files[0]), "--json"],
-                          capture_output=True, text=True, timeout=120)
+    info = run_cli("info", files[0], "--json")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)[0]["resolution"] == 32
 
@@ -120,16 +115,15 @@ def test_registered_spaces_round_trip_through_their_data(name) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
-def test_space_show_writes_a_file_that_every_space_option_reads_back(tmp_path, capsys,
+def test_space_show_writes_a_file_that_every_space_option_reads_back(tmp_path, run_cli,
                                                                      fmt) -> None:
-    from fbnas.cli.main import main
-
-    assert main(["space", "show", "fbnet_v1_tiny", f"--{fmt}"]) == 0
+    shown = run_cli("space", "show", "fbnet_v1_tiny", f"--{fmt}")
+    assert shown.returncode == 0
     path = tmp_path / f"tiny.{fmt}"
-    path.write_text(capsys.readouterr().out)
+    path.write_text(shown.stdout)
     assert get_space(str(path)) == get_space("fbnet_v1_tiny")
-    assert main(["space", "show", str(path)]) == 0
-    assert "7 searchable layers" in capsys.readouterr().out
+    again = run_cli("space", "show", path)
+    assert again.returncode == 0 and "7 searchable layers" in again.stdout
 
 
 def test_a_space_file_with_repeats_and_shared_candidates(tmp_path) -> None:
