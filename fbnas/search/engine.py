@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from fbnas.errors import ConfigError, reject_unknown_keys
 from fbnas.search.cost_loss import CostLoss
 from fbnas.search.derive import ARGMAX, LayerCosts, derive_within_band
+from fbnas.search.protocols import Frozen
 from fbnas.search.run_folder import RunFolder
 from fbnas.search.sampling import ArchSampler
 from fbnas.search.schedule import TauSchedule
@@ -144,8 +145,9 @@ class SearchableModel(Protocol):
         """The cost of one architecture."""
         ...
 
-    def freeze(self, choice: Any) -> dict[str, Any]:
-        """The plain arch def of ``choice``, which ``fbnas.build_model`` builds."""
+    def freeze(self, choice: Any) -> Frozen:
+        """``choice`` made concrete: its plain arch def, which ``fbnas.build_model`` builds
+        (the same :class:`fbnas.search.protocols.Frozen` a :class:`Space` freezes to)."""
         ...
 
     def arch_state(self) -> dict[str, Any]:
@@ -321,7 +323,7 @@ def check_searchable(model: object) -> None:
 
 def default_record(model: SearchableModel, choice: Any, derived: str) -> dict[str, Any]:
     """The ``arch.json`` of a model without its own :data:`Describe`."""
-    return {"arch_def": model.freeze(choice), "choice": choice,
+    return {"arch_def": model.freeze(choice).arch_def, "choice": choice,
             "predicted_cost": model.choice_cost(choice), "cost_unit": model.cost_unit,
             "derived": derived}
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from fbnas.search.cost_loss import CostLoss
 from fbnas.search.engine import EngineConfig, SearchEngine
+from fbnas.search.protocols import Frozen
 from fbnas.search.sampling import gumbel_softmax
 from fbnas.tasks import ClassificationTask
 
@@ -90,11 +91,11 @@ class ToySupernet(nn.Module):
     def choice_cost(self, choice: list[int]) -> float:
         return FIXED + sum(COSTS[layer][c] for layer, c in enumerate(choice))
 
-    def freeze(self, choice: list[int]) -> dict:
+    def freeze(self, choice: list[int]) -> Frozen:
         ops = [OPS[layer][c] for layer, c in enumerate(choice)]
-        return {"input_size": RESOLUTION,
-                "blocks": [[["conv_k3", self.channels, 2, 1]],
-                           *[[[op, self.channels, 1, 1]] for op in ops]]}
+        return Frozen({"input_size": RESOLUTION,
+                       "blocks": [[["conv_k3", self.channels, 2, 1]],
+                                  *[[[op, self.channels, 1, 1]] for op in ops]]})
 
     def arch_state(self) -> dict:
         return {"theta": self.theta.detach().tolist()}

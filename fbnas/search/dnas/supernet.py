@@ -39,6 +39,7 @@ from fbnas.blocks.irf import IRFBlock, IRFPlan
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.analytic import spec_cost
 from fbnas.search.derive import LayerCosts
+from fbnas.search.protocols import Frozen
 from fbnas.search.sampling import gumbel_softmax
 from fbnas.search.space import SearchSpace, candidate_traces, get_space
 
@@ -374,9 +375,9 @@ class Supernet(nn.Module):
     def arch_def(self, choices: Sequence[int]) -> dict:
         return self.space.arch_def(list(choices))
 
-    def freeze(self, choices: Sequence[int]) -> dict:
-        """The plain arch def of ``choices`` (same as :meth:`arch_def`)."""
-        return self.arch_def(choices)
+    def freeze(self, choices: Sequence[int]) -> Frozen:
+        """The arch def of ``choices`` (:meth:`arch_def`), as the engine's protocol asks."""
+        return Frozen(self.arch_def(choices))
 
     def arch_spec(self, choices: Sequence[int]) -> ArchSpec:
         return unify_arch_def(self.arch_def(choices))
