@@ -7,6 +7,7 @@ device with the standalone runner (see :mod:`fbnas.cost.device_tables`).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -18,13 +19,16 @@ from fbnas.cost.device_tables import (
     import_results,
     measured_by_runner,
 )
-from fbnas.cost.latency import BACKENDS, DeviceInfo, measure
+from fbnas.cost.latency import BACKENDS, DeviceInfo
 from fbnas.cost.lut import (
     ArchItems,
     BuildSettings,
     LatencyTable,
     LatencyTableError,
+    NetworkTiming,
+    Prediction,
     arch_items,
+    measure_networks,
     measure_table,
 )
 from fbnas.search import get_space
@@ -68,11 +72,14 @@ def lut() -> None:
 @click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Classifier outputs (the head is part of every network's latency; use "
                    "your dataset's, e.g. 10 for digits).")
+@click.option("--normalise/--no-normalise", default=True, show_default=True,
+              help="Store entries relative to a reference workload timed next to each "
+                   "(speed-normalised), or as the lowest per-round median.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[str, ...],
               backend: str,
               resolution: int | None, threads: int, rounds: int, method: str | None,
-              calibrate_on: int, num_classes: int, out: Path) -> None:
+              calibrate_on: int, num_classes: int, normalise: bool, out: Path) -> None:
     """Measures every distinct block once (resumes an existing --out), then calibrates.
 
     Blocks are keyed by op, options, width and input shape. The table is saved after every
@@ -86,6 +93,7 @@ def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[
     settings = BuildSettings(backend=backend, threads=threads, rounds=rounds, method=method)
     device = DeviceInfo.current(backend, threads)
     table_ = _open_table(out, device, rounds)
+    table_.normalise = normalise
     if space_name:
         networks, calibration = space_networks(get_space(space_name), resolution, 1,
                                                calibrate_on, num_classes)
@@ -197,14 +205,22 @@ def lut_import(results: Path, out: Path) -> None:
               required=True)
 @click.option("--resolution", "-r", type=click.IntRange(min=1))
 @click.option("--measure", "do_measure", is_flag=True,
-              help="Also measure each network end to end on this machine.")
+              help="Also measure each network end to end on this machine (interleaved "
+                   "rounds, as tables are built).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds of --measure.")
 @click.option("--fill-missing", is_flag=True,
               help="Measure blocks the table lacks (in the network) and add them to it.")
 @click.option("--json", "as_json", is_flag=True)
 def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_measure: bool,
-            fill_missing: bool, as_json: bool) -> None:
+            rounds: int, fill_missing: bool, as_json: bool) -> None:
     """Predicted latency of zoo names or arch files from a table (and, with --measure,
-    the measured one)."""
+    the measured one).
+
+    --measure times all networks in interleaved rounds in a new shuffled order each, with
+    a reference workload next to every measurement, and reports each at the table's
+    reference speed (comparable with its predictions) with the spread over rounds.
+    """
     table_ = LatencyTable.load(lut_path)
     d = table_.device
     if (do_measure or fill_missing) and measured_by_runner(d):
@@ -215,32 +231,63 @@ def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_m
     settings = BuildSettings(backend=d.backend, threads=d.threads,  # type: ignore[arg-type]
                              rounds=table_.rounds,
                              method="isolated")
-    records = []
+    networks: list[ArchItems] = []
     for source in archs:
         items: ArchItems = arch_items(source, resolution, batch=table_.batch)
         if fill_missing and table_.missing(items.keys):
             measure_table(table_, [items], settings, lut_path)
-        prediction = table_.predict(items)
-        measured = None
-        if do_measure:
-            shape = (table_.batch, 3, items.resolution, items.resolution)
-            measured = min(measure(items.build(), shape, d.backend, d.threads,  # type: ignore
-                                   budget_s=1.0).median_ms for _ in range(3))
-        records.append({"name": items.name, "resolution": items.resolution,
-                        "predicted_ms": round(prediction.predicted_ms, 4),
-                        "measured_ms": round(measured, 4) if measured is not None else None,
-                        "sum_ms": round(prediction.sum_ms, 4), "scale": prediction.scale})
+        networks.append(items)
+    predictions = [table_.predict(items) for items in networks]
+    timings: list[NetworkTiming | None] = [None] * len(networks)
+    if do_measure:
+        bar, update = progress_bar("measuring networks", leave=False)
+        try:
+            timings = list(measure_networks(
+                networks, replace(settings, rounds=rounds, budget_s=1.0),
+                table_.value_reference_ms(), update))
+        finally:
+            bar.close()
+    records = [_latency_record(p, t) for p, t in zip(predictions, timings, strict=True)]
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
+    click.echo(_latency_text(records, do_measure))
+    reference = table_.value_reference_ms()
+    click.echo(f"(table {lut_path}: {d.backend}, {d.threads} thread(s), scale "
+               f"{table_.scale:.3f}"
+               + (f"; measured at the table's reference speed ({reference:.3f} ms)"
+                  if do_measure and reference else "") + ")")
+    outside = [r["name"] for r in records if r["outside_calibration"]]
+    if outside and table_.calibration:
+        low, high = table_.calibration.range_ms or (0.0, 0.0)
+        click.echo(f"note: {', '.join(outside)}: block sum outside the calibration networks' "
+                   f"range ({low:.2f}-{high:.2f} ms); the calibration extrapolates")
+
+
+def _latency_record(prediction: Prediction, timing: NetworkTiming | None) -> dict:
+    record = {"name": prediction.name, "resolution": prediction.resolution,
+              "predicted_ms": round(prediction.predicted_ms, 4),
+              "measured_ms": round(timing.ms, 4) if timing else None,
+              "sum_ms": round(prediction.sum_ms, 4), "scale": prediction.scale,
+              "offset_ms": prediction.offset_ms,
+              "outside_calibration": prediction.outside_calibration}
+    if timing:
+        record.update(measured_lowest_ms=round(timing.lowest_ms, 4),
+                      measured_spread=round(timing.spread, 4),
+                      measured_rounds_ms=[round(v, 4) for v in timing.rounds_ms],
+                      measured_busy=timing.busy)
+    return record
+
+
+def _latency_text(records: list[dict], measured: bool) -> str:
     rows = []
     for r in records:
         row = [r["name"], r["resolution"], f"{r['predicted_ms']:.2f}"]
-        if do_measure:
+        if measured:
             err = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] * 100
-            row += [f"{r['measured_ms']:.2f}", f"{err:+.1f}%"]
+            row += [f"{r['measured_ms']:.2f}", f"±{r['measured_spread'] * 50:.1f}%",
+                    f"{err:+.1f}%" + (" (busy)" if r["measured_busy"] else "")]
         rows.append(row)
-    headers = ["arch", "res", "predicted ms"] + (["measured ms", "error"] if do_measure else [])
-    click.echo(table(headers, rows, align_right=[False] + [True] * (len(headers) - 1)))
-    click.echo(f"(table {lut_path}: {d.backend}, {d.threads} thread(s), scale "
-               f"{table_.scale:.3f})")
+    headers = ["arch", "res", "predicted ms"] + (["measured ms", "spread", "error"]
+                                                 if measured else [])
+    return table(headers, rows, align_right=[False] + [True] * (len(headers) - 1))

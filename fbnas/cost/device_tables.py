@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import statistics
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,7 +45,9 @@ from fbnas.cost.lut import (
     LatencyEntry,
     LatencyTable,
     LatencyTableError,
+    burst_reference,
     distinct_items,
+    fit_calibration,
 )
 from fbnas.io import atomic_write_text
 from fbnas.version import __version__
@@ -227,12 +228,17 @@ def _entry(path: Path, what: str, raw: Any) -> LatencyEntry:
     if not isinstance(rounds, list) or not all(runner.positive_number(v) for v in rounds):
         raise _fail(path, f"{what}: rounds_ms must be a list of positive numbers, got "
                           f"{rounds!r}")
+    refs = raw.get("rounds_ref_ms", [])  # absent in results of runners before it
+    if not isinstance(refs, list) or not all(runner.positive_number(v) for v in refs):
+        raise _fail(path, f"{what}: rounds_ref_ms must be a list of positive numbers, got "
+                          f"{refs!r}")
     runs, spread, busy = raw.get("runs"), raw.get("spread"), raw.get("busy")
     if (not isinstance(runs, int) or isinstance(runs, bool)
             or not isinstance(spread, (int, float)) or not isinstance(busy, bool)):
         raise _fail(path, f"{what}: runs, spread and busy must be an integer, a number and "
                           f"true/false")
-    return LatencyEntry([float(v) for v in rounds], runs, float(spread), busy)
+    return LatencyEntry([float(v) for v in rounds], runs, float(spread), busy,
+                        [float(v) for v in refs])
 
 
 def _device(path: Path, record: Any) -> DeviceInfo:
@@ -270,7 +276,8 @@ def _unfinished(path: Path, field: str, entries: Mapping[str, LatencyEntry]) -> 
 
 def _calibration(path: Path, networks: Mapping[str, Any],
                  table: LatencyTable) -> Calibration | None:
-    """``scale`` = median(measured / sum of block entries) over the measured networks."""
+    """The calibration fitted on the networks the runner timed end to end, as ``fbnas lut
+    build`` fits it (:func:`fbnas.cost.lut.fit_calibration`)."""
     fitted = []
     for name, raw in networks.items():
         keys = raw.get("keys")
@@ -281,13 +288,12 @@ def _calibration(path: Path, networks: Mapping[str, Any],
             raise _fail(path, f"network {name!r} uses block {absent[0]!r}, which the results "
                               f"do not hold")
         sum_ms = sum(table.lookup(k) for k in keys)
-        measured = _entry(path, f"network {name!r}", raw).ms
+        measured = table.entry_ms(_entry(path, f"network {name!r}", raw))
         fitted.append({"name": name, "resolution": raw.get("resolution"), "sum_ms": sum_ms,
-                       "measured_ms": measured})
+                       "measured_ms": measured, "ratio": measured / sum_ms})
     if not fitted:
         return None
-    scale = statistics.median(n["measured_ms"] / n["sum_ms"] for n in fitted)
-    return Calibration(scale, tuple(fitted))
+    return fit_calibration(fitted)
 
 
 def import_results(path: str | os.PathLike) -> LatencyTable:
@@ -330,5 +336,7 @@ def import_results(path: str | os.PathLike) -> LatencyTable:
     table = LatencyTable(device, batch=meta["batch"],
                          rounds=rounds if isinstance(rounds, int) else 3,
                          entries=tables["blocks"])
+    table.reference_ms = burst_reference([*tables["blocks"].values(),
+                                          *tables["networks"].values()])
     table.calibration = _calibration(path, data["networks"], table)
     return table

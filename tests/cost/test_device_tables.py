@@ -24,7 +24,12 @@ import pytest
 import fbnas
 from fbnas.cli.main import main
 from fbnas.cost import runner
-from fbnas.cost.device_tables import RUNNER_TORCH, export_blocks
+from fbnas.cost.device_tables import (
+    RUNNER_TORCH,
+    DeviceTableError,
+    export_blocks,
+    import_results,
+)
 from fbnas.cost.latency import DeviceInfo
 from fbnas.cost.lut import LatencyTable, arch_items, distinct_items
 from fbnas.search import get_space
@@ -152,11 +157,18 @@ def test_round_trip_predicts_with_the_device_table(device_run: dict, tiny_file: 
     items = arch_items(TINY)
     assert sorted(table.entries) == sorted(set(items.keys))
     assert all(len(e.rounds_ms) == 2 and e.runs >= 20 for e in table.entries.values())
-    # the scale is fitted on the whole network the runner timed end to end
+    # the scale is fitted on the whole network the runner timed end to end, stored (like
+    # every entry) relative to the reference bursts timed next to it in each round
     saved = json.loads(device_run["results"].read_text())
     [network] = saved["networks"].values()
+    assert len(network["rounds_ref_ms"]) == len(network["rounds_ms"]) == 2
+    bursts = [r for field in ("blocks", "networks") for e in saved[field].values()
+              for r in e["rounds_ref_ms"]]
+    assert min(bursts) <= table.reference_ms <= max(bursts)
+    relative = min(m / r for m, r in zip(network["rounds_ms"], network["rounds_ref_ms"],
+                                         strict=True))
     sum_ms = sum(table.lookup(k) for k in items.keys)
-    assert table.scale == pytest.approx(min(network["rounds_ms"]) / sum_ms)
+    assert table.scale == pytest.approx(relative * table.reference_ms / sum_ms)
     assert record["predicted_ms"] == pytest.approx(sum_ms * table.scale, abs=1e-4)
 
 
@@ -354,3 +366,20 @@ def test_export_refuses_a_folder_of_other_files(tiny_file: Path, tmp_path: Path,
                        str(tmp_path))
     assert_user_error(code, err, "is not empty")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_results_of_runners_before_reference_bursts_import_as_before(results: Path,
+                                                                     tmp_path: Path) -> None:
+    data = json.loads(results.read_text())
+    for field in ("blocks", "networks"):
+        for entry in data[field].values():
+            del entry["rounds_ref_ms"]
+    results.write_text(json.dumps(data))
+    table = import_results(results)
+    assert table.reference_ms is None
+    for key, entry in data["blocks"].items():
+        assert table.lookup(key) == min(entry["rounds_ms"])
+    data["blocks"][key]["rounds_ref_ms"] = [0.1, -1]
+    results.write_text(json.dumps(data))
+    with pytest.raises(DeviceTableError, match="rounds_ref_ms must be a list of positive"):
+        import_results(results)
