@@ -45,6 +45,7 @@ from fbnas.cost.lut import (
     LatencyEntry,
     LatencyTable,
     LatencyTableError,
+    TableItem,
     burst_reference,
     distinct_items,
     fit_calibration,
@@ -141,7 +142,8 @@ def _readme(batch: int, blocks: int, networks: int) -> str:
 
 def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
                   space: str | None = None, calibration: Sequence[ArchItems] = (),
-                  opset: int = DEFAULT_OPSET, progress: Progress | None = None) -> dict:
+                  opset: int = DEFAULT_OPSET, progress: Progress | None = None,
+                  extra_items: Sequence[TableItem] = ()) -> dict:
     """Writes every distinct block of ``archs`` as ONNX, plus manifest and runner, to ``out``.
 
     Args:
@@ -154,6 +156,10 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
             ``fbnas lut build`` does on this machine. Their blocks are added if missing.
         opset: ONNX opset of every file.
         progress: called ``(done, total, label)`` after each file.
+        extra_items: single blocks written too: the training sample of a block latency
+            model (:func:`fbnas.cost.block_sampling.sample_blocks`); the manifest records
+            how many (``source.model_sample``), and ``fbnas lut import`` then fits the
+            model on the imported table.
 
     Returns:
         The manifest, as written to ``out/manifest.json``.
@@ -165,6 +171,9 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
     batch = _batch_of(everything)
     _prepare_folder(out)
     items = distinct_items(everything)
+    known = {i.key for i in items}
+    sampled = [i for i in dict((i.key, i) for i in extra_items).values() if i.key not in known]
+    items += sampled
     total = len(items) + len(calibration) + 1
     done = 0
 
@@ -200,7 +209,8 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
         "format": runner.MANIFEST_FORMAT,
         "version": runner.MANIFEST_VERSION,
         "fbnas_version": __version__,
-        "source": {"space": space, "archs": [] if space else [a.name for a in archs]},
+        "source": {"space": space, "archs": [] if space else [a.name for a in archs],
+                   **({"model_sample": len(sampled)} if sampled else {})},
         "resolution": resolutions[0] if len(resolutions) == 1 else None,
         "batch": batch,
         "opset": opset,
@@ -294,6 +304,19 @@ def _calibration(path: Path, networks: Mapping[str, Any],
     if not fitted:
         return None
     return fit_calibration(fitted)
+
+
+def results_model_sample(path: str | os.PathLike) -> int:
+    """How many blocks of a runner's results were sampled for a block latency model (0:
+    none; the results then hold only the networks' blocks)."""
+    try:
+        data = runner.read_json(Path(path), "runner results")
+    except runner.RunnerError:
+        return 0
+    source = ((data.get("manifest") or {}).get("source") or {}) if isinstance(data, dict) \
+        else {}
+    value = source.get("model_sample") if isinstance(source, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def import_results(path: str | os.PathLike) -> LatencyTable:

@@ -40,6 +40,14 @@ from torch import nn
 from fbnas.arch.spec import ArchSpec, FrozenKwargs, thaw
 from fbnas.blocks import BLOCKS
 from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
+from fbnas.cost.block_model import (
+    BlockLatencyModel,
+    BlockModelError,
+    BlockPrediction,
+    TrainingBlock,
+    key_features,
+    model_path,
+)
 from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_burst_ms, reference_ms
 from fbnas.errors import FbnasError
 from fbnas.io import atomic_write_text
@@ -72,7 +80,8 @@ class MissingEntriesError(LatencyTableError):
         more = f"\n  ... ({len(self.missing)} in all)" if len(self.missing) > 10 else ""
         super().__init__(f"the latency table has no entry for {len(self.missing)} block(s)"
                          f"{' of ' + what if what else ''} (measure them with "
-                         f"--fill-missing, or build the table over this arch):\n  {shown}{more}")
+                         f"--fill-missing, build the table over this arch, or fit a block "
+                         f"latency model: fbnas lut fit-model):\n  {shown}{more}")
 
 
 # --------------------------------------------------------------------------- keys
@@ -277,6 +286,11 @@ class Prediction:
     offset_ms: float = 0.0
     calibration_range_ms: tuple[float, float] | None = None
     """The block sums the calibration was fitted over; outside it the fit extrapolates."""
+    model_blocks: tuple[str, ...] = ()
+    """The blocks (names) whose latency came from the block latency model, not the table."""
+    extrapolated: tuple[str, ...] = ()
+    """Model-predicted blocks with features outside its training ranges, with the reasons
+    (``xif3_0: in_h=448 (trained 7-224)``): not to be trusted."""
 
     @property
     def predicted_ms(self) -> float:
@@ -323,6 +337,10 @@ class LatencyTable:
         self.normalise = normalise
         """Whether values are speed-normalised (else the lowest per-round median, raw; the
         bursts are recorded either way, so this can be switched without re-measuring)."""
+        self.model: BlockLatencyModel | None = None
+        """The block latency model that answers keys the table does not hold (see
+        :meth:`attach_model`); kept in its own file beside the table."""
+        self._model_answers: dict[str, BlockPrediction | None] = {}
 
     def value_reference_ms(self) -> float | None:
         """The reference speed values are expressed at: :attr:`reference_ms` once fixed,
@@ -347,13 +365,77 @@ class LatencyTable:
         return len(self.entries)
 
     def lookup(self, key: str) -> float:
-        """The latency of one key (ms); a missing or busy entry raises."""
-        if key not in self:
+        """The latency of one key (ms): the table's entry, else the block latency model's
+        prediction; a key neither answers (or a busy entry without a model) raises."""
+        if key in self:
+            return self.entry_ms(self.entries[key])
+        answer = self.model_prediction(key)
+        if answer is None:
             raise MissingEntriesError([key])
-        return self.entry_ms(self.entries[key])
+        return answer.ms
 
     def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys neither the table nor its block latency model answers."""
+        return [k for k in dict.fromkeys(keys) if k not in self
+                and self.model_prediction(k) is None]
+
+    def unmeasured(self, keys: Iterable[str]) -> list[str]:
+        """The keys the table holds no (usable) measurement of, model or not."""
         return [k for k in dict.fromkeys(keys) if k not in self]
+
+    # ------------------------------------------------------------------ the model
+
+    def attach_model(self, model: BlockLatencyModel | None) -> None:
+        """Lets ``model`` answer the keys the table does not hold (``None``: none)."""
+        self.model = model
+        self._model_answers.clear()
+
+    def model_prediction(self, key: str) -> BlockPrediction | None:
+        """The model's prediction for ``key``; ``None`` without a model or for keys it
+        cannot describe (the classifier head, an op not registered here). A prediction
+        outside the training ranges is logged once per key."""
+        if self.model is None:
+            return None
+        if key not in self._model_answers:
+            try:
+                answer: BlockPrediction | None = self.model.predict_key(key)
+            except BlockModelError:
+                answer = None
+            if answer is not None and answer.extrapolated:
+                first = not any(a is not None and a.extrapolated
+                                for a in self._model_answers.values())
+                logger.log(logging.WARNING if first else logging.DEBUG,
+                           "block latency model extrapolates for %s: %s%s", key,
+                           "; ".join(answer.extrapolated),
+                           " (further blocks outside its training ranges are logged at "
+                           "debug level; predictions list them)" if first else "")
+            if answer is not None and not any(self._model_answers.values()):
+                logger.info("blocks the latency table lacks are predicted by its block "
+                            "latency model (%s, fitted on %d blocks)",
+                            self.model.candidate.name, len(self.model.blocks))
+            self._model_answers[key] = answer
+        return self._model_answers[key]
+
+    def training_blocks(self) -> list[TrainingBlock]:
+        """Every measured (not busy) block entry as a model's training block; entries
+        that are no block of a registered op (the classifier head) are left out."""
+        blocks = []
+        for key, entry in sorted(self.entries.items()):
+            if key not in self:
+                continue
+            try:
+                features = key_features(key, self.batch)
+            except BlockModelError:
+                continue
+            blocks.append(TrainingBlock(key, features, self.entry_ms(entry)))
+        return blocks
+
+    def fit_model(self) -> BlockLatencyModel:
+        """Fits a block latency model on the table's measured blocks and attaches it."""
+        model = BlockLatencyModel.fit(self.training_blocks(), self.device, self.batch,
+                                      reference_ms=self.value_reference_ms())
+        self.attach_model(model)
+        return model
 
     @property
     def scale(self) -> float:
@@ -367,14 +449,25 @@ class LatencyTable:
         missing = self.missing(items.keys)
         if missing:
             raise MissingEntriesError(missing, items.name)
-        reference = self.value_reference_ms()
-        per_block = tuple((item.label.split(":", 1)[1],
-                           self.entries[item.key].value_ms(reference))
-                          for item in items.items)
+        per_block, from_model, extrapolated = [], [], []
+        for item in items.items:
+            name = item.label.split(":", 1)[1]
+            per_block.append((name, self.lookup(item.key)))
+            if item.key not in self:
+                from_model.append(name)
+                answer = self.model_prediction(item.key)
+                if answer is not None and answer.extrapolated:
+                    extrapolated.append(f"{name}: {'; '.join(answer.extrapolated)}")
+        if from_model:
+            logger.info("%s: %d of its %d blocks from the block latency model%s", items.name,
+                        len(from_model), len(per_block),
+                        f" ({len(extrapolated)} outside its training ranges)"
+                        if extrapolated else "")
         cal = self.calibration
-        return Prediction(items.name, items.resolution, per_block,
+        return Prediction(items.name, items.resolution, tuple(per_block),
                           sum(ms for _, ms in per_block), self.scale,
-                          cal.offset_ms if cal else 0.0, cal.range_ms if cal else None)
+                          cal.offset_ms if cal else 0.0, cal.range_ms if cal else None,
+                          tuple(from_model), tuple(extrapolated))
 
     # ------------------------------------------------------------------ files
 
@@ -399,9 +492,14 @@ class LatencyTable:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | os.PathLike,
-             expect: DeviceInfo | None = None) -> LatencyTable:
-        """Reads a table; warns (naming the fields) if it comes from another device/setup."""
+    def load(cls, path: str | os.PathLike, expect: DeviceInfo | None = None,
+             model: str | os.PathLike | None = None) -> LatencyTable:
+        """Reads a table; warns (naming the fields) if it comes from another device/setup.
+
+        The block latency model ``model`` (a file), or else the one beside the table
+        (``lut.json`` -> ``lut.model.json``, :func:`fbnas.cost.block_model.model_path`)
+        when there is one, is attached to answer the blocks the table lacks.
+        """
         path = Path(path)
         if not path.is_file():
             raise LatencyTableError(f"latency table {str(path)!r} does not exist")
@@ -417,6 +515,10 @@ class LatencyTable:
         if differences:
             logger.warning("latency table %s was measured elsewhere: %s", path,
                            "; ".join(differences))
+        beside = model_path(path)
+        if model is not None or beside.is_file():
+            table.attach_model(BlockLatencyModel.load(model if model is not None else beside,
+                                                      expect=table.device, batch=table.batch))
         return table
 
     @classmethod
@@ -813,7 +915,7 @@ def calibrate(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSe
     instead: timed among the entries they share the machine's state, timed afterwards they
     carry the drift between the two phases into the scale.
     """
-    missing = table.missing(k for arch in archs for k in arch.keys)
+    missing = table.unmeasured(k for arch in archs for k in arch.keys)
     if missing:
         raise MissingEntriesError(missing, "calibration networks")
     measure_table(table, [], settings, path, progress, calibration=archs)

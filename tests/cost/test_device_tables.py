@@ -383,3 +383,30 @@ def test_results_of_runners_before_reference_bursts_import_as_before(results: Pa
     results.write_text(json.dumps(data))
     with pytest.raises(DeviceTableError, match="rounds_ref_ms must be a list of positive"):
         import_results(results)
+
+
+def test_model_sample_blocks_travel_to_the_device_and_back(tiny_file: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    from fbnas.cost.block_model import model_path
+    from fbnas.cost.block_sampling import SAMPLE_LABEL
+
+    folder = tmp_path / "blocks"
+    code, out, err = cli(capsys, "lut", "export-blocks", str(tiny_file), "--calibrate-on",
+                         "1", "--model-sample", "12", "--out", str(folder))
+    assert code == 0, err
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sampled = [b for b in manifest["blocks"] if b["label"].startswith(SAMPLE_LABEL)]
+    assert manifest["source"]["model_sample"] == len(sampled) == 12
+    assert len(manifest["blocks"]) == 6 + len(sampled)
+    assert f"({len(sampled)} sampled for a block latency model)" in out
+    proc = run_runner(folder, tmp_path / "results.json", "--rounds", "1")
+    assert proc.returncode == 0, proc.stderr
+    lut = tmp_path / "lut.json"
+    code, out, err = cli(capsys, "lut", "import", str(tmp_path / "results.json"), "--out",
+                         str(lut))
+    assert code == 0, err
+    assert f"block latency model -> {model_path(lut)}" in out
+    table = LatencyTable.load(lut)
+    assert table.model is not None and table.model.device == table.device
+    assert len(table.model.blocks) == 5 + len(sampled)  # every block but the head
+    assert table.model.device.backend == "onnxruntime"
