@@ -228,6 +228,16 @@ def test_the_table_answers_measured_blocks_and_the_model_the_rest(model) -> None
         0.1 + sum(model.predict_key(k).ms for k in arch_items(TINY).keys[1:-1]))
     assert table.lookup(keys[0]) == 0.05 and table.missing(keys) == []
     assert table.unmeasured(keys) == keys[1:-1]
+    # the skip and the 1x1 conv are unlike any training block: flagged, the others not
+    assert [e.split(":")[0] for e in prediction.extrapolated] == ["xif2_0", "xif2_1"]
+    assert "family 'skip' (trained: conv, irf)" in prediction.extrapolated[0]
+    assert "kernel=1 (trained 3-5)" in prediction.extrapolated[1]
+    # at 128x128 the blocks lie outside the model's training ranges: the prediction says so
+    big = arch_items(TINY, 128)
+    for key in (big.keys[0], big.keys[-1]):
+        table.entries[key] = LatencyEntry([0.5], 10)
+    flagged = table.predict(big).extrapolated
+    assert len(flagged) == 5 and flagged[0].startswith("xif1_0: in_h=64 (trained 8-32)")
     table.entries[keys[0]].busy = True  # a busy entry: the model answers it, too
     assert table.predict(arch_items(TINY)).model_blocks[0] == "xif0_0"
     # the head is no block the model can describe: still missing without an entry
@@ -298,3 +308,29 @@ def test_cli_builds_a_model_beside_the_table_and_latency_says_what_it_answered(
     refit.write_text("{")
     assert main(["latency", str(wider), "--lut", str(out), "--latency-model", str(refit)]) == 2
     assert "corrupted or truncated" in capsys.readouterr().err
+
+
+def test_a_search_space_the_table_does_not_cover_gets_latency_costs(model) -> None:
+    from fbnas.search.dnas import layer_costs
+    from fbnas.search.space import Candidate, LayerChoice, SearchSpace
+
+    # FBNetV2-style width options: more widths than the table holds
+    space = SearchSpace(
+        "widths", 32, prefix=((("conv_k3", 8, 2, 1),),),
+        layers=tuple(LayerChoice(1, width, 1, (Candidate("e3", "ir_k3", {"expansion": 3}),
+                                                Candidate("e5", "ir_k3", {"expansion": 5})))
+                     for width in (16, 24)),
+        suffix=())
+    archs = [arch_items(a, num_classes=10) for a in space.all_candidate_archs()]
+    table = LatencyTable(DeviceInfo.current())
+    for arch in archs:  # the table holds the stem and the head only
+        for key in (arch.keys[0], arch.keys[-1]):
+            table.entries[key] = LatencyEntry([0.05], 10)
+    with pytest.raises(MissingEntriesError):
+        layer_costs(space, "latency", table, num_classes=10)
+    table.attach_model(model)
+    costs = layer_costs(space, "latency", table, num_classes=10)
+    for choices in ([0, 0], [0, 1], [1, 1]):
+        prediction = table.predict(space.arch_def(choices), num_classes=10)
+        assert prediction.model_blocks == ("xif1_0", "xif1_1")
+        assert costs.network_cost(choices) == pytest.approx(prediction.predicted_ms)
