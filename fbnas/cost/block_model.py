@@ -546,7 +546,7 @@ class BlockLatencyModel:
             model = cls(DeviceInfo(**data["device"]), int(data["batch"]), candidate, blocks,
                         {str(k): float(v) for k, v in (data.get("cv_errors") or {}).items()},
                         {str(k): str(v) for k, v in (data.get("versions") or {}).items()},
-                        _positive_or_none(data.get("reference_ms")),
+                        positive_or_none(data.get("reference_ms"), "reference_ms"),
                         tuple(float(v) for v in data.get("check_ms") or ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise BlockModelError(f"{source} is malformed: {exc}") from None
@@ -570,8 +570,15 @@ def _training_block(raw: Mapping[str, Any]) -> TrainingBlock:
                          ms)
 
 
-def _positive_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+def positive_or_none(value: Any, name: str) -> float | None:
+    """``value`` as a float when it is a positive finite number, ``None`` for ``None``;
+    anything else raises ``ValueError`` naming ``name`` (for the file readers)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def model_path(table_path: str | os.PathLike) -> Path:

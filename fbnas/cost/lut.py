@@ -47,6 +47,7 @@ from fbnas.cost.block_model import (
     TrainingBlock,
     key_features,
     model_path,
+    positive_or_none,
 )
 from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_burst_ms, reference_ms
 from fbnas.errors import FbnasError
@@ -534,7 +535,7 @@ class LatencyTable:
             networks = _entries_from_dict(data.get("networks") or {})
             cal = data.get("calibration")
             calibration = Calibration.from_dict(cal) if cal else None
-            reference = _positive_or_none(data.get("reference_ms"), "reference_ms")
+            reference = positive_or_none(data.get("reference_ms"), "reference_ms")
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencyTableError(f"{source} is malformed: {exc}") from None
         quiet = data.get("quiet_reference_ms")
@@ -564,15 +565,6 @@ def burst_reference(entries: Iterable[LatencyEntry]) -> float | None:
     if not bursts:
         return None
     return bursts[min(len(bursts) - 1, int(REFERENCE_QUANTILE * len(bursts)))]
-
-
-def _positive_or_none(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def _entries_dict(entries: Mapping[str, LatencyEntry], reference_ms: float | None) -> dict:
