@@ -158,7 +158,7 @@ def _latency_table(run: _Demo, target_share: float
                    ) -> tuple[LatencyTable, LayerCosts, float]:
     """The table of every candidate block (reused when all of it was measured on this
     setup, else measured or completed), the space's costs and the latency target."""
-    from fbnas.cost.lut import BuildSettings, LatencyTable, measure_table, unmeasured
+    from fbnas.cost.lut import BuildSettings, LatencyTable, measure_table, pending_measurements
     from fbnas.search.space import space_networks
 
     path = run.out / "lut.json"
@@ -171,7 +171,7 @@ def _latency_table(run: _Demo, target_share: float
         other_setup = "; ".join(table.device.differences(run.device))
         if other_setup:
             table = LatencyTable(run.device)
-    todo = unmeasured(table, networks, settings, calibration)
+    todo = pending_measurements(table, networks, settings, calibration)
     if not todo and table.calibration is not None:
         costs, target = _costs_and_target(run, table, target_share)
         _reused(1, "latency table", f"{path} ({len(table)} entries, all measured; target "

@@ -7,6 +7,9 @@ device with the standalone runner (see :mod:`fbnas.cost.device_tables`).
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +18,30 @@ import click
 from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import HeadSpec
 from fbnas.cli.format import progress_bar, table
+from fbnas.cost.block_model import model_path
+from fbnas.cost.block_sampling import BlockRange, block_ranges, sample_blocks
 from fbnas.cost.device_tables import (
     DEFAULT_OPSET,
     export_blocks,
     import_results,
     measured_by_runner,
+    results_model_sample,
 )
-from fbnas.cost.latency import BACKENDS, DeviceInfo, measure
+from fbnas.cost.latency import BACKENDS, DeviceInfo
 from fbnas.cost.lut import (
     ArchItems,
     BuildSettings,
     LatencyTable,
     LatencyTableError,
+    NetworkTiming,
+    Prediction,
+    TableItem,
     arch_items,
+    measure_networks,
     measure_table,
 )
 from fbnas.export.checkpoint import checkpoint_head, is_checkpoint_path
+from fbnas.io import read_json_or_yaml
 from fbnas.search import get_space
 from fbnas.search.space import space_networks
 from fbnas.train.checkpoint import read_checkpoint
@@ -84,6 +95,67 @@ def _open_table(out: Path, device: DeviceInfo, rounds: int) -> LatencyTable:
     return existing
 
 
+MODEL_SAMPLE_SPACE_NETWORKS = 64
+"""Random networks of a space whose blocks (with the candidates') set the sample's ranges."""
+ARCH_RANGE_WIDEN = 1.5
+"""Without a space, the block ranges of the given networks are widened by this factor."""
+
+
+def _model_sample(networks: list[ArchItems], n: int, ranges_file: Path | None, batch: int,
+                  space_name: str | None, resolution: int | None) -> list[TableItem]:
+    """The training blocks of a block latency model: ``n`` blocks spread over the ranges of
+    ``ranges_file`` or else of the networks' blocks (for a space, also of random ones)."""
+    if n == 0:
+        return []
+    if ranges_file is not None:
+        try:
+            data = read_json_or_yaml(ranges_file)
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"--model-ranges {ranges_file}: {exc}") from None
+        if not isinstance(data, list) or not data:
+            raise click.UsageError(f"--model-ranges {ranges_file}: a non-empty list of block "
+                                   f"ranges expected")
+        ranges = [BlockRange.from_dict(r, f"{ranges_file}[{i}]") if isinstance(r, dict)
+                  else _bad_range(ranges_file, i) for i, r in enumerate(data)]
+    else:
+        sources = list(networks)
+        if space_name:
+            space = get_space(space_name)
+            rng = random.Random(0)
+            sources += [arch_items(space.arch_def(space.sample(rng)), resolution, None, batch,
+                                   name=f"{space.name}_range{i}")
+                        for i in range(MODEL_SAMPLE_SPACE_NETWORKS)]
+        # a space spans its own ranges; a few networks little, so widen theirs
+        ranges = block_ranges(sources, widen=1.0 if space_name else ARCH_RANGE_WIDEN)
+    return sample_blocks(ranges, n, seed=0, batch=batch,
+                         exclude={k for a in networks for k in a.keys})
+
+
+def _bad_range(path: Path, index: int) -> BlockRange:
+    raise click.UsageError(f"--model-ranges {path}[{index}]: a block range must be a mapping")
+
+
+def _fit_and_save_model(table_: LatencyTable, table_path: Path) -> str:
+    model = table_.fit_model()
+    path = model_path(table_path)
+    model.save(path)
+    return (f"block latency model -> {path}: {model.candidate.name}, cross-validated error "
+            f"{model.cv_errors[model.candidate.name]:.1%} on {len(model.blocks)} blocks")
+
+
+def _model_options(command: Callable) -> Callable:
+    command = click.option(
+        "--model-ranges", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Block ranges to sample the model's blocks from (JSON/YAML list of "
+             "{op, in_hw, stride, in_channels, out_channels, numeric, options}); default: "
+             "the ranges the networks' blocks span.")(command)
+    return click.option(
+        "--model-sample", type=click.IntRange(min=0), default=0, show_default=True,
+        help="Also time N blocks spread over the networks' block ranges (a Latin "
+             "hypercube) and fit a block latency model beside the table (TABLE.model.json) "
+             "for the blocks it lacks.")(command)
+
+
 @click.group()
 def lut() -> None:
     """Latency lookup tables: measured here (build) or on your device (export-blocks, import)."""
@@ -110,11 +182,16 @@ def lut() -> None:
               help="Classifier outputs (the head is part of every network's latency; use "
                    "your dataset's, e.g. 10 for digits).")
 @click.option("--head", "head_text", metavar="JSON", help=HEAD_HELP + " With --arch only.")
+@click.option("--normalise/--no-normalise", default=True, show_default=True,
+              help="Store entries relative to a reference workload timed next to each "
+                   "(speed-normalised), or as the lowest per-round median.")
+@_model_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[str, ...],
               backend: str,
               resolution: int | None, threads: int, rounds: int, method: str | None,
-              calibrate_on: int, num_classes: int, head_text: str | None, out: Path) -> None:
+              calibrate_on: int, num_classes: int, head_text: str | None, normalise: bool,
+              model_sample: int, model_ranges: Path | None, out: Path) -> None:
     """Measures every distinct block once (resumes an existing --out), then calibrates.
 
     Blocks are keyed by op, options, width and input shape, the head by its op, options and
@@ -133,21 +210,27 @@ def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[
     settings = BuildSettings(backend=backend, threads=threads, rounds=rounds, method=method)
     device = DeviceInfo.current(backend, threads)
     table_ = _open_table(out, device, rounds)
+    table_.normalise = normalise
     if space_name:
         networks, calibration = space_networks(get_space(space_name), resolution, 1,
                                                calibrate_on, num_classes)
     else:
         networks = [_arch_items(a, resolution, num_classes, head) for a in archs]
         calibration = networks[:calibrate_on]
-    click.echo(f"measuring {len({k for n in networks for k in n.keys})} distinct blocks on "
-               f"{device.cpu} ({backend}, {threads} thread(s), {method}, {rounds} rounds)",
-               err=True)
+    sample = _model_sample(networks, model_sample, model_ranges, 1, space_name, resolution)
+    click.echo(f"measuring {len({k for n in networks for k in n.keys})} distinct blocks"
+               + (f" and {len(sample)} sampled for the block latency model" if sample else "")
+               + f" on {device.cpu} ({backend}, {threads} thread(s), {method}, {rounds} "
+                 f"rounds)", err=True)
     bar, update = progress_bar("blocks + calibration networks" if calibration else "blocks")
     try:
-        measure_table(table_, networks, settings, out, update, calibration=calibration)
+        measure_table(table_, networks, settings, out, update, calibration=calibration,
+                      extra_items=sample)
     finally:
         bar.close()
     click.echo(f"wrote {out}: {len(table_)} entries, scale {table_.scale:.3f}")
+    if model_sample:
+        click.echo(_fit_and_save_model(table_, out))
 
 
 def _arch_items(arch: Any, resolution: int | None, num_classes: int,
@@ -173,15 +256,41 @@ def lut_show(path: Path, entries: bool) -> None:
                f"{d.torch}, onnxruntime {d.onnxruntime}")
     if table_.calibration:
         nets = table_.calibration.networks
-        click.echo(f"calibration: scale {table_.scale:.3f} fitted on {len(nets)} network(s)")
+        cal = table_.calibration
+        loo = f", leave-one-out error {cal.loo_error:.1%}" if cal.loo_error is not None else ""
+        click.echo(f"calibration: scale {table_.scale:.3f}, offset {cal.offset_ms:.2f} ms "
+                   f"({cal.kind}{loo}) fitted on {len(nets)} network(s)")
         for n in nets:
             click.echo(f"  {n['name']}: sum {n['sum_ms']:.2f} ms, measured "
                        f"{n['measured_ms']:.2f} ms")
+    if table_.model is not None:
+        m = table_.model
+        click.echo(f"block latency model {model_path(path)}: {m.candidate.name} on "
+                   f"{len(m.blocks)} blocks, cross-validated error "
+                   f"{m.cv_errors.get(m.candidate.name, float('nan')):.1%} ("
+                   + ", ".join(f"{k} {v:.1%}" for k, v in m.cv_errors.items()) + ")")
     if entries:
         click.echo(table(["key", "ms", "spread", "runs"],
-                         [[k, f"{e.ms:.4f}", f"{e.spread:.2f}", e.runs]
+                         [[k, f"{table_.entry_ms(e):.4f}", f"{e.spread:.2f}", e.runs]
                           for k, e in sorted(table_.entries.items())],
                          align_right=[False, True, True, True]))
+
+
+@lut.command("fit-model")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file (default: beside the table, TABLE.model.json).")
+def lut_fit_model(path: Path, out: Path | None) -> None:
+    """Fits a block latency model on a table's measured blocks: features of a block ->
+    latency, the regressor chosen by cross-validated accuracy; it then answers the blocks
+    the table lacks (fbnas latency, the searches)."""
+    table_ = LatencyTable.load(path)
+    model = table_.fit_model()
+    out = out or model_path(path)
+    model.save(out)
+    click.echo(f"wrote {out}: {model.candidate.name} on {len(model.blocks)} blocks, "
+               f"cross-validated error {model.cv_errors[model.candidate.name]:.1%} ("
+               + ", ".join(f"{k} {v:.1%}" for k, v in model.cv_errors.items()) + ")")
 
 
 @lut.command("export-blocks")
@@ -196,11 +305,13 @@ def lut_show(path: Path, entries: bool) -> None:
 @click.option("--calibrate-on", type=click.IntRange(min=0), default=5, show_default=True,
               help="Whole networks also exported, to fit the table's scale (0: none).")
 @click.option("--opset", type=click.IntRange(min=7), default=DEFAULT_OPSET, show_default=True)
+@_model_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write (new, empty, or an earlier export to replace).")
 def lut_export_blocks(more_archs: tuple[str, ...], space_name: str | None,
                       archs: tuple[str, ...], resolution: int | None,
-                      batch: int, calibrate_on: int, opset: int, out: Path) -> None:
+                      batch: int, calibrate_on: int, opset: int, model_sample: int,
+                      model_ranges: Path | None, out: Path) -> None:
     """Writes every distinct block as ONNX, with a manifest and the runner, to time on
     another device.
 
@@ -216,13 +327,16 @@ def lut_export_blocks(more_archs: tuple[str, ...], space_name: str | None,
     else:
         networks = [arch_items(a, resolution, batch=batch) for a in archs]
         calibration = networks[:calibrate_on]
+    sample = _model_sample(networks, model_sample, model_ranges, batch, space_name, resolution)
     bar, update = progress_bar("export")
     try:
         manifest = export_blocks(networks, out, space=space_name, calibration=calibration,
-                                 opset=opset, progress=update)
+                                 opset=opset, progress=update, extra_items=sample)
     finally:
         bar.close()
-    click.echo(f"wrote {out}: {len(manifest['blocks'])} blocks, "
+    click.echo(f"wrote {out}: {len(manifest['blocks'])} blocks"
+               + (f" ({len(sample)} sampled for a block latency model)" if sample else "")
+               + ", "
                f"{len(manifest['networks'])} calibration network(s), manifest.json, "
                f"runner.py\nnext, on the device: python runner.py . --out results.json; "
                f"then: fbnas lut import results.json --out lut.json")
@@ -247,6 +361,8 @@ def lut_import(results: Path, out: Path) -> None:
     click.echo(f"wrote {out}: {len(imported)} entries measured on {d.cpu} ({d.system}, "
                f"onnxruntime {d.onnxruntime}, {d.threads} thread(s)), scale "
                f"{imported.scale:.3f}")
+    if results_model_sample(results):
+        click.echo(_fit_and_save_model(imported, out))
 
 
 @click.command()
@@ -255,24 +371,34 @@ def lut_import(results: Path, out: Path) -> None:
               required=True)
 @click.option("--resolution", "-r", type=click.IntRange(min=1))
 @click.option("--measure", "do_measure", is_flag=True,
-              help="Also measure each network end to end on this machine.")
+              help="Also measure each network end to end on this machine (interleaved "
+                   "rounds, as tables are built).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds of --measure.")
 @click.option("--fill-missing", is_flag=True,
               help="Measure blocks the table lacks (in the network) and add them to it.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Classifier outputs of zoo names and arch files.")
 @click.option("--head", "head_text", metavar="JSON", help=HEAD_HELP)
+@click.option("--latency-model", "model_file",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Block latency model for the blocks the table lacks (default: "
+                   "TABLE.model.json beside the table, when there is one).")
 @click.option("--json", "as_json", is_flag=True)
 def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_measure: bool,
-            fill_missing: bool, num_classes: int, head_text: str | None,
-            as_json: bool) -> None:
+            rounds: int, fill_missing: bool, num_classes: int, head_text: str | None,
+            model_file: Path | None, as_json: bool) -> None:
     """Predicted latency of zoo names, arch files or checkpoints from a table (and, with
     --measure, the measured one).
 
     A checkpoint (.pt/.pth of fbnas train) brings its arch def and its task's head; zoo
-    names and arch files get the classifier of --num-classes, or --head.
+    names and arch files get the classifier of --num-classes, or --head. --measure times
+    all networks in interleaved rounds in a new shuffled order each, with a reference
+    workload next to every measurement, and reports each at the table's reference speed
+    (comparable with its predictions) with the spread over rounds.
     """
     head = parse_head(head_text, num_classes)
-    table_ = LatencyTable.load(lut_path)
+    table_ = LatencyTable.load(lut_path, model=model_file)
     d = table_.device
     if (do_measure or fill_missing) and measured_by_runner(d):
         raise LatencyTableError(f"{lut_path} was measured on another device (imported from "
@@ -282,34 +408,77 @@ def latency(archs: tuple[str, ...], lut_path: Path, resolution: int | None, do_m
     settings = BuildSettings(backend=d.backend, threads=d.threads,  # type: ignore[arg-type]
                              rounds=table_.rounds,
                              method="isolated")
-    records = []
+    networks: list[ArchItems] = []
     for source in archs:
         arch, source_head, name = _network_source(source, head)
         items: ArchItems = _arch_items(arch, resolution, num_classes, source_head,
                                        table_.batch, name)
-        if fill_missing and table_.missing(items.keys):
+        if fill_missing and table_.unmeasured(items.keys):
             measure_table(table_, [items], settings, lut_path)
-        prediction = table_.predict(items)
-        measured = None
-        if do_measure:
-            shape = (table_.batch, 3, items.resolution, items.resolution)
-            measured = min(measure(items.build(), shape, d.backend, d.threads,  # type: ignore
-                                   budget_s=1.0).median_ms for _ in range(3))
-        records.append({"name": items.name, "resolution": items.resolution,
-                        "predicted_ms": round(prediction.predicted_ms, 4),
-                        "measured_ms": round(measured, 4) if measured is not None else None,
-                        "sum_ms": round(prediction.sum_ms, 4), "scale": prediction.scale})
+        networks.append(items)
+    predictions = [table_.predict(items) for items in networks]
+    timings: list[NetworkTiming | None] = [None] * len(networks)
+    if do_measure:
+        bar, update = progress_bar("measuring networks", leave=False)
+        try:
+            timings = list(measure_networks(
+                networks, replace(settings, rounds=rounds, budget_s=1.0),
+                table_.value_reference_ms(), update))
+        finally:
+            bar.close()
+    records = [_latency_record(p, t) for p, t in zip(predictions, timings, strict=True)]
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
+    click.echo(_latency_text(records, do_measure))
+    reference = table_.value_reference_ms()
+    click.echo(f"(table {lut_path}: {d.backend}, {d.threads} thread(s), scale "
+               f"{table_.scale:.3f}"
+               + (f"; measured at the table's reference speed ({reference:.3f} ms)"
+                  if do_measure and reference else "") + ")")
+    outside = [r["name"] for r in records if r["outside_calibration"]]
+    if outside and table_.calibration:
+        low, high = table_.calibration.range_ms or (0.0, 0.0)
+        click.echo(f"note: {', '.join(outside)}: block sum outside the calibration networks' "
+                   f"range ({low:.2f}-{high:.2f} ms); the calibration extrapolates")
+    for r in records:
+        if r["extrapolated"]:
+            shown = "; ".join(r["extrapolated"][:3])
+            more = f"; ... ({len(r['extrapolated'])} in all)" if len(r["extrapolated"]) > 3 \
+                else ""
+            click.echo(f"note: {r['name']}: the block latency model extrapolates for "
+                       f"{len(r['extrapolated'])} of its {len(r['model_blocks'])} blocks "
+                       f"(features outside its training ranges): {shown}{more}")
+
+
+def _latency_record(prediction: Prediction, timing: NetworkTiming | None) -> dict:
+    record = {"name": prediction.name, "resolution": prediction.resolution,
+              "predicted_ms": round(prediction.predicted_ms, 4),
+              "measured_ms": round(timing.ms, 4) if timing else None,
+              "sum_ms": round(prediction.sum_ms, 4), "scale": prediction.scale,
+              "offset_ms": prediction.offset_ms,
+              "outside_calibration": prediction.outside_calibration,
+              "blocks": len(prediction.block_ms),
+              "model_blocks": list(prediction.model_blocks),
+              "extrapolated": list(prediction.extrapolated)}
+    if timing:
+        record.update(measured_lowest_ms=round(timing.lowest_ms, 4),
+                      measured_spread=round(timing.spread, 4),
+                      measured_rounds_ms=[round(v, 4) for v in timing.rounds_ms],
+                      measured_busy=timing.busy)
+    return record
+
+
+def _latency_text(records: list[dict], measured: bool) -> str:
     rows = []
     for r in records:
-        row = [r["name"], r["resolution"], f"{r['predicted_ms']:.2f}"]
-        if do_measure:
+        row = [r["name"], r["resolution"], f"{r['predicted_ms']:.2f}",
+               f"{len(r['model_blocks'])}/{r['blocks']}"]
+        if measured:
             err = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] * 100
-            row += [f"{r['measured_ms']:.2f}", f"{err:+.1f}%"]
+            row += [f"{r['measured_ms']:.2f}", f"±{r['measured_spread'] * 50:.1f}%",
+                    f"{err:+.1f}%" + (" (busy)" if r["measured_busy"] else "")]
         rows.append(row)
-    headers = ["arch", "res", "predicted ms"] + (["measured ms", "error"] if do_measure else [])
-    click.echo(table(headers, rows, align_right=[False] + [True] * (len(headers) - 1)))
-    click.echo(f"(table {lut_path}: {d.backend}, {d.threads} thread(s), scale "
-               f"{table_.scale:.3f})")
+    headers = ["arch", "res", "predicted ms", "from model"] + (["measured ms", "spread", "error"]
+                                                 if measured else [])
+    return table(headers, rows, align_right=[False] + [True] * (len(headers) - 1))

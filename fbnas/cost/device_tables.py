@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import statistics
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,7 +45,10 @@ from fbnas.cost.lut import (
     LatencyEntry,
     LatencyTable,
     LatencyTableError,
+    TableItem,
+    burst_reference,
     distinct_items,
+    fit_calibration,
 )
 from fbnas.io import atomic_write_text
 from fbnas.version import __version__
@@ -140,7 +142,8 @@ def _readme(batch: int, blocks: int, networks: int) -> str:
 
 def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
                   space: str | None = None, calibration: Sequence[ArchItems] = (),
-                  opset: int = DEFAULT_OPSET, progress: Progress | None = None) -> dict:
+                  opset: int = DEFAULT_OPSET, progress: Progress | None = None,
+                  extra_items: Sequence[TableItem] = ()) -> dict:
     """Writes every distinct block of ``archs`` as ONNX, plus manifest and runner, to ``out``.
 
     Args:
@@ -153,6 +156,10 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
             ``fbnas lut build`` does on this machine. Their blocks are added if missing.
         opset: ONNX opset of every file.
         progress: called ``(done, total, label)`` after each file.
+        extra_items: single blocks written too: the training sample of a block latency
+            model (:func:`fbnas.cost.block_sampling.sample_blocks`); the manifest records
+            how many (``source.model_sample``), and ``fbnas lut import`` then fits the
+            model on the imported table.
 
     Returns:
         The manifest, as written to ``out/manifest.json``.
@@ -164,6 +171,9 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
     batch = _batch_of(everything)
     _prepare_folder(out)
     items = distinct_items(everything)
+    known = {i.key for i in items}
+    sampled = [i for i in dict((i.key, i) for i in extra_items).values() if i.key not in known]
+    items += sampled
     total = len(items) + len(calibration) + 1
     done = 0
 
@@ -199,7 +209,8 @@ def export_blocks(archs: Sequence[ArchItems], out: str | os.PathLike, *,
         "format": runner.MANIFEST_FORMAT,
         "version": runner.MANIFEST_VERSION,
         "fbnas_version": __version__,
-        "source": {"space": space, "archs": [] if space else [a.name for a in archs]},
+        "source": {"space": space, "archs": [] if space else [a.name for a in archs],
+                   **({"model_sample": len(sampled)} if sampled else {})},
         "resolution": resolutions[0] if len(resolutions) == 1 else None,
         "batch": batch,
         "opset": opset,
@@ -227,12 +238,17 @@ def _entry(path: Path, what: str, raw: Any) -> LatencyEntry:
     if not isinstance(rounds, list) or not all(runner.positive_number(v) for v in rounds):
         raise _fail(path, f"{what}: rounds_ms must be a list of positive numbers, got "
                           f"{rounds!r}")
+    refs = raw.get("rounds_ref_ms", [])  # absent in results of runners before it
+    if not isinstance(refs, list) or not all(runner.positive_number(v) for v in refs):
+        raise _fail(path, f"{what}: rounds_ref_ms must be a list of positive numbers, got "
+                          f"{refs!r}")
     runs, spread, busy = raw.get("runs"), raw.get("spread"), raw.get("busy")
     if (not isinstance(runs, int) or isinstance(runs, bool)
             or not isinstance(spread, (int, float)) or not isinstance(busy, bool)):
         raise _fail(path, f"{what}: runs, spread and busy must be an integer, a number and "
                           f"true/false")
-    return LatencyEntry([float(v) for v in rounds], runs, float(spread), busy)
+    return LatencyEntry([float(v) for v in rounds], runs, float(spread), busy,
+                        [float(v) for v in refs])
 
 
 def _device(path: Path, record: Any) -> DeviceInfo:
@@ -270,7 +286,8 @@ def _unfinished(path: Path, field: str, entries: Mapping[str, LatencyEntry]) -> 
 
 def _calibration(path: Path, networks: Mapping[str, Any],
                  table: LatencyTable) -> Calibration | None:
-    """``scale`` = median(measured / sum of block entries) over the measured networks."""
+    """The calibration fitted on the networks the runner timed end to end, as ``fbnas lut
+    build`` fits it (:func:`fbnas.cost.lut.fit_calibration`)."""
     fitted = []
     for name, raw in networks.items():
         keys = raw.get("keys")
@@ -281,13 +298,25 @@ def _calibration(path: Path, networks: Mapping[str, Any],
             raise _fail(path, f"network {name!r} uses block {absent[0]!r}, which the results "
                               f"do not hold")
         sum_ms = sum(table.lookup(k) for k in keys)
-        measured = _entry(path, f"network {name!r}", raw).ms
+        measured = table.entry_ms(_entry(path, f"network {name!r}", raw))
         fitted.append({"name": name, "resolution": raw.get("resolution"), "sum_ms": sum_ms,
-                       "measured_ms": measured})
+                       "measured_ms": measured, "ratio": measured / sum_ms})
     if not fitted:
         return None
-    scale = statistics.median(n["measured_ms"] / n["sum_ms"] for n in fitted)
-    return Calibration(scale, tuple(fitted))
+    return fit_calibration(fitted)
+
+
+def results_model_sample(path: str | os.PathLike) -> int:
+    """How many blocks of a runner's results were sampled for a block latency model (0:
+    none; the results then hold only the networks' blocks)."""
+    try:
+        data = runner.read_json(Path(path), "runner results")
+    except runner.RunnerError:
+        return 0
+    source = ((data.get("manifest") or {}).get("source") or {}) if isinstance(data, dict) \
+        else {}
+    value = source.get("model_sample") if isinstance(source, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def import_results(path: str | os.PathLike) -> LatencyTable:
@@ -330,5 +359,7 @@ def import_results(path: str | os.PathLike) -> LatencyTable:
     table = LatencyTable(device, batch=meta["batch"],
                          rounds=rounds if isinstance(rounds, int) else 3,
                          entries=tables["blocks"])
+    table.reference_ms = burst_reference([*tables["blocks"].values(),
+                                          *tables["networks"].values()])
     table.calibration = _calibration(path, data["networks"], table)
     return table

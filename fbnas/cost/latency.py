@@ -265,17 +265,36 @@ def steady_allocator() -> bool:
 _REFERENCE = None
 
 
+def _reference_workload() -> tuple[nn.Module, torch.Tensor]:
+    """The fixed conv (32 -> 32, 3x3, on 32x28x28) that :func:`reference_ms` times."""
+    global _REFERENCE
+    if _REFERENCE is None:
+        gen = torch.Generator().manual_seed(0)
+        conv = nn.Conv2d(32, 32, 3, padding=1).eval()
+        _REFERENCE = (conv, torch.randn(1, 32, 28, 28, generator=gen))
+    return _REFERENCE
+
+
 def reference_ms(threads: int = 1) -> float:
     """Median time of a fixed small conv workload: the machine's current speed.
 
     A value well above its quiet minimum means other processes compete for the CPU and
     measurements taken now are inflated.
     """
-    global _REFERENCE
-    if _REFERENCE is None:
-        gen = torch.Generator().manual_seed(0)
-        conv = nn.Conv2d(32, 32, 3, padding=1).eval()
-        _REFERENCE = (conv, torch.randn(1, 32, 28, 28, generator=gen))
-    conv, x = _REFERENCE
+    conv, x = _reference_workload()
     with torch_threads(threads), torch.inference_mode():
         return time_callable(lambda: conv(x), warmup=2, min_runs=15, budget_s=0.2).median_ms
+
+
+def reference_burst_ms(threads: int = 1, runs: int = 20) -> float:
+    """A quick reading (~3 ms) of the machine's speed: the median of ``runs`` runs of the
+    :func:`reference_ms` workload, no settling.
+
+    Tables time one burst between every two measurements and store each entry relative to
+    the bursts on both sides of it (speed-normalised timing): on a shared machine the
+    contention (memory, clock) changes within seconds, so a round-level reference misses it,
+    while a burst taken next to the entry is slowed by the same spell as the entry.
+    """
+    conv, x = _reference_workload()
+    with torch_threads(threads), torch.inference_mode():
+        return time_callable(lambda: conv(x), warmup=2, min_runs=runs, budget_s=0.0).median_ms

@@ -10,6 +10,13 @@ systematically under-estimate the whole network (framework overhead between bloc
 effects; ~20 % here), so ``scale`` and ``offset`` are fitted on a few full networks timed
 end to end in the same rounds as the entries (see ``docs/benchmarks.md``).
 
+Timings are speed-normalised: a short burst of a reference workload is timed between every
+two measurements, each entry keeps its time relative to the bursts on both sides of it,
+and the table's values are those relatives times one reference speed of the table
+(:attr:`LatencyTable.reference_ms`). On a shared machine the host's speed changes within
+seconds (memory and clock contention that a CPU-time clock does not remove); a spell that
+slows an entry slows the bursts next to it too, and cancels in the ratio.
+
 Files are JSON, written atomically (temp file, fsync, rename) after every measured entry,
 so an interrupted build loses nothing and continues where it stopped.
 """
@@ -34,7 +41,16 @@ from fbnas.arch.spec import ArchSpec, FrozenKwargs, HeadSpec, thaw
 from fbnas.blocks import BLOCKS, HEADS
 from fbnas.blocks.heads import head_classes, head_spec_for
 from fbnas.builder import BlockTrace, FBNetBuilder, HeadTrace, build_head_plan, build_plan
-from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_ms
+from fbnas.cost.block_model import (
+    BlockLatencyModel,
+    BlockModelError,
+    BlockPrediction,
+    TrainingBlock,
+    key_features,
+    model_path,
+    positive_or_none,
+)
+from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_burst_ms, reference_ms
 from fbnas.errors import FbnasError
 from fbnas.io import atomic_write_text
 from fbnas.zoo.model import ArchSource, build_model, resolve_arch
@@ -45,6 +61,12 @@ TABLE_FORMAT = "fbnas-latency-table"
 TABLE_VERSION = 1
 BUSY_FACTOR = 1.5
 """A round whose reference workload runs this much slower than its quiet minimum is busy."""
+REFERENCE_QUANTILE = 0.1
+"""The table's reference speed: this quantile of its reference bursts (a quiet spell)."""
+CALIBRATION_MIN_SPAN = 2.0
+"""The affine calibration needs networks whose block sums span at least this ratio."""
+CALIBRATION_MAX_LOO = 0.05
+"""... and a leave-one-out relative error below this; otherwise a plain scale is fitted."""
 
 
 class LatencyTableError(FbnasError, ValueError):
@@ -60,7 +82,8 @@ class MissingEntriesError(LatencyTableError):
         more = f"\n  ... ({len(self.missing)} in all)" if len(self.missing) > 10 else ""
         super().__init__(f"the latency table has no entry for {len(self.missing)} block(s)"
                          f"{' of ' + what if what else ''} (measure them with "
-                         f"--fill-missing, or build the table over this arch):\n  {shown}{more}")
+                         f"--fill-missing, build the table over this arch, or fit a block "
+                         f"latency model: fbnas lut fit-model):\n  {shown}{more}")
 
 
 # --------------------------------------------------------------------------- keys
@@ -187,31 +210,97 @@ def distinct_items(archs: Iterable[ArchItems]) -> list[TableItem]:
 
 @dataclass
 class LatencyEntry:
-    """One measured item: per-round medians (ms) and whether every round was busy."""
+    """One measured item: per-round medians (ms), the reference speed next to each round,
+    and whether every round was busy."""
 
     rounds_ms: list[float] = field(default_factory=list)
     runs: int = 0
     spread: float = 0.0
     busy: bool = False
+    rounds_ref_ms: list[float] = field(default_factory=list)
+    """The reference workload's time next to each round's measurement (geometric mean of
+    the bursts before and after it); empty in tables written before speed normalisation."""
 
     @property
     def ms(self) -> float:
-        """The lowest per-round median: the least disturbed measurement."""
+        """The lowest per-round median (raw, not normalised): the least disturbed round."""
         return min(self.rounds_ms)
+
+    @property
+    def normalised(self) -> bool:
+        """Whether every round has its reference time (then :attr:`relative` is known)."""
+        return bool(self.rounds_ms) and len(self.rounds_ref_ms) == len(self.rounds_ms)
+
+    @property
+    def relative(self) -> float | None:
+        """The lowest over rounds of the time relative to the reference next to it.
+
+        Dividing by the reference removes what slows the entry and the reference alike
+        (the clock, a co-tenant's compute); the lowest round then removes what slows only
+        the entry: measured here, a memory-streaming process on the other core slowed
+        blocks with large activations 1.6-2.2x and left the small reference conv (and
+        small blocks) within 4 %, which no single reference workload can follow.
+        """
+        if not self.normalised:
+            return None
+        return min(m / r for m, r in zip(self.rounds_ms, self.rounds_ref_ms, strict=True))
+
+    def value_ms(self, reference_ms: float | None) -> float:
+        """The entry in ms at the reference speed ``reference_ms`` (relative x reference);
+        without either, the lowest per-round median, as tables were read before."""
+        relative = self.relative
+        if relative is None or reference_ms is None:
+            return self.ms
+        return relative * reference_ms
+
+    def round_spread(self, normalised: bool = True) -> float:
+        """(max - min) / median of the per-round values (relative ones when normalised and
+        asked for)."""
+        values = ([m / r for m, r in zip(self.rounds_ms, self.rounds_ref_ms, strict=True)]
+                  if normalised and self.normalised else list(self.rounds_ms))
+        if not values:
+            return 0.0
+        middle = statistics.median(values)
+        return (max(values) - min(values)) / middle if middle else 0.0
 
 
 @dataclass(frozen=True)
 class Calibration:
     """``predicted = scale * sum(entries) + offset_ms``, fitted on networks measured end to
-    end (the offset is the per-network overhead: framework calls between blocks)."""
+    end (the offset is the per-network overhead: framework calls between blocks).
+
+    Attributes:
+        kind: ``"affine"`` (scale and offset) or ``"scale"`` (median measured / sum).
+        loo_error: the fit's leave-one-out mean relative error over its networks (``None``
+            for fewer than two networks, and in tables written before it was recorded).
+    """
 
     scale: float
     networks: tuple[dict, ...] = ()
     offset_ms: float = 0.0
+    kind: Literal["affine", "scale"] = "scale"
+    loo_error: float | None = None
+
+    @property
+    def range_ms(self) -> tuple[float, float] | None:
+        """The lowest and highest block sum of the calibration networks (``None``: unknown)."""
+        sums = [float(n["sum_ms"]) for n in self.networks
+                if isinstance(n, dict) and isinstance(n.get("sum_ms"), (int, float))]
+        return (min(sums), max(sums)) if sums else None
 
     def to_dict(self) -> dict:
-        return {"scale": self.scale, "offset_ms": self.offset_ms,
-                "networks": list(self.networks)}
+        return {"scale": self.scale, "offset_ms": self.offset_ms, "kind": self.kind,
+                "loo_error": self.loo_error, "networks": list(self.networks)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Calibration:
+        offset = float(raw.get("offset_ms", 0.0))
+        kind = raw.get("kind") or ("affine" if offset else "scale")
+        if kind not in ("affine", "scale"):
+            raise ValueError(f"calibration kind {kind!r} is neither 'affine' nor 'scale'")
+        loo = raw.get("loo_error")
+        return cls(float(raw["scale"]), tuple(raw.get("networks", ())), offset, kind,
+                   float(loo) if loo is not None else None)
 
 
 @dataclass(frozen=True)
@@ -224,10 +313,25 @@ class Prediction:
     sum_ms: float
     scale: float
     offset_ms: float = 0.0
+    calibration_range_ms: tuple[float, float] | None = None
+    """The block sums the calibration was fitted over; outside it the fit extrapolates."""
+    model_blocks: tuple[str, ...] = ()
+    """The blocks (names) whose latency came from the block latency model, not the table."""
+    extrapolated: tuple[str, ...] = ()
+    """Model-predicted blocks with features outside its training ranges, with the reasons
+    (``xif3_0: in_h=448 (trained 7-224)``): not to be trusted."""
 
     @property
     def predicted_ms(self) -> float:
         return self.sum_ms * self.scale + self.offset_ms
+
+    @property
+    def outside_calibration(self) -> bool:
+        """Whether the network's block sum lies outside the calibration networks' range."""
+        if self.calibration_range_ms is None:
+            return False
+        low, high = self.calibration_range_ms
+        return not low <= self.sum_ms <= high
 
 
 class LatencyTable:
@@ -243,7 +347,8 @@ class LatencyTable:
                  entries: dict[str, LatencyEntry] | None = None,
                  calibration: Calibration | None = None,
                  quiet_reference_ms: float | None = None,
-                 networks: dict[str, LatencyEntry] | None = None) -> None:
+                 networks: dict[str, LatencyEntry] | None = None,
+                 reference_ms: float | None = None, normalise: bool = True) -> None:
         self.device = device
         self.batch = batch
         self.rounds = rounds
@@ -254,6 +359,30 @@ class LatencyTable:
         self.calibration = calibration
         self.quiet_reference_ms = quiet_reference_ms
         """The fastest time of :func:`reference_ms` seen while building: the quiet speed."""
+        self.reference_ms = reference_ms
+        """The reference speed the entries are expressed at (ms of one reference burst),
+        fixed when the first build completes; ``None`` before that (then taken from the
+        bursts so far) and in tables written before speed normalisation."""
+        self.normalise = normalise
+        """Whether values are speed-normalised (else the lowest per-round median, raw; the
+        bursts are recorded either way, so this can be switched without re-measuring)."""
+        self.model: BlockLatencyModel | None = None
+        """The block latency model that answers keys the table does not hold (see
+        :meth:`attach_model`); kept in its own file beside the table."""
+        self._model_answers: dict[str, BlockPrediction | None] = {}
+
+    def value_reference_ms(self) -> float | None:
+        """The reference speed values are expressed at: :attr:`reference_ms` once fixed,
+        else the ``REFERENCE_QUANTILE`` of every reference burst the table holds."""
+        if not self.normalise:
+            return None
+        if self.reference_ms is not None:
+            return self.reference_ms
+        return burst_reference([*self.entries.values(), *self.networks.values()])
+
+    def entry_ms(self, entry: LatencyEntry) -> float:
+        """An entry's value in ms at the table's reference speed (see :class:`LatencyEntry`)."""
+        return entry.value_ms(self.value_reference_ms())
 
     # ------------------------------------------------------------------ lookup
 
@@ -265,13 +394,77 @@ class LatencyTable:
         return len(self.entries)
 
     def lookup(self, key: str) -> float:
-        """The latency of one key (ms); a missing or busy entry raises."""
-        if key not in self:
+        """The latency of one key (ms): the table's entry, else the block latency model's
+        prediction; a key neither answers (or a busy entry without a model) raises."""
+        if key in self:
+            return self.entry_ms(self.entries[key])
+        answer = self.model_prediction(key)
+        if answer is None:
             raise MissingEntriesError([key])
-        return self.entries[key].ms
+        return answer.ms
 
     def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys neither the table nor its block latency model answers."""
+        return [k for k in dict.fromkeys(keys) if k not in self
+                and self.model_prediction(k) is None]
+
+    def unmeasured(self, keys: Iterable[str]) -> list[str]:
+        """The keys the table holds no (usable) measurement of, model or not."""
         return [k for k in dict.fromkeys(keys) if k not in self]
+
+    # ------------------------------------------------------------------ the model
+
+    def attach_model(self, model: BlockLatencyModel | None) -> None:
+        """Lets ``model`` answer the keys the table does not hold (``None``: none)."""
+        self.model = model
+        self._model_answers.clear()
+
+    def model_prediction(self, key: str) -> BlockPrediction | None:
+        """The model's prediction for ``key``; ``None`` without a model or for keys it
+        cannot describe (the classifier head, an op not registered here). A prediction
+        outside the training ranges is logged once per key."""
+        if self.model is None:
+            return None
+        if key not in self._model_answers:
+            try:
+                answer: BlockPrediction | None = self.model.predict_key(key)
+            except BlockModelError:
+                answer = None
+            if answer is not None and answer.extrapolated:
+                first = not any(a is not None and a.extrapolated
+                                for a in self._model_answers.values())
+                logger.log(logging.WARNING if first else logging.DEBUG,
+                           "block latency model extrapolates for %s: %s%s", key,
+                           "; ".join(answer.extrapolated),
+                           " (further blocks outside its training ranges are logged at "
+                           "debug level; predictions list them)" if first else "")
+            if answer is not None and not any(self._model_answers.values()):
+                logger.info("blocks the latency table lacks are predicted by its block "
+                            "latency model (%s, fitted on %d blocks)",
+                            self.model.candidate.name, len(self.model.blocks))
+            self._model_answers[key] = answer
+        return self._model_answers[key]
+
+    def training_blocks(self) -> list[TrainingBlock]:
+        """Every measured (not busy) block entry as a model's training block; entries
+        that are no block of a registered op (the classifier head) are left out."""
+        blocks = []
+        for key, entry in sorted(self.entries.items()):
+            if key not in self:
+                continue
+            try:
+                features = key_features(key, self.batch)
+            except BlockModelError:
+                continue
+            blocks.append(TrainingBlock(key, features, self.entry_ms(entry)))
+        return blocks
+
+    def fit_model(self) -> BlockLatencyModel:
+        """Fits a block latency model on the table's measured blocks and attaches it."""
+        model = BlockLatencyModel.fit(self.training_blocks(), self.device, self.batch,
+                                      reference_ms=self.value_reference_ms())
+        self.attach_model(model)
+        return model
 
     @property
     def scale(self) -> float:
@@ -286,11 +479,25 @@ class LatencyTable:
         missing = self.missing(items.keys)
         if missing:
             raise MissingEntriesError(missing, items.name)
-        per_block = tuple((item.label.split(":", 1)[1], self.entries[item.key].ms)
-                          for item in items.items)
-        return Prediction(items.name, items.resolution, per_block,
+        per_block, from_model, extrapolated = [], [], []
+        for item in items.items:
+            name = item.label.split(":", 1)[1]
+            per_block.append((name, self.lookup(item.key)))
+            if item.key not in self:
+                from_model.append(name)
+                answer = self.model_prediction(item.key)
+                if answer is not None and answer.extrapolated:
+                    extrapolated.append(f"{name}: {'; '.join(answer.extrapolated)}")
+        if from_model:
+            logger.info("%s: %d of its %d blocks from the block latency model%s", items.name,
+                        len(from_model), len(per_block),
+                        f" ({len(extrapolated)} outside its training ranges)"
+                        if extrapolated else "")
+        cal = self.calibration
+        return Prediction(items.name, items.resolution, tuple(per_block),
                           sum(ms for _, ms in per_block), self.scale,
-                          self.calibration.offset_ms if self.calibration else 0.0)
+                          cal.offset_ms if cal else 0.0, cal.range_ms if cal else None,
+                          tuple(from_model), tuple(extrapolated))
 
     # ------------------------------------------------------------------ files
 
@@ -303,9 +510,11 @@ class LatencyTable:
             "batch": self.batch,
             "rounds": self.rounds,
             "quiet_reference_ms": self.quiet_reference_ms,
+            "reference_ms": self.reference_ms,
+            "normalise": self.normalise,
             "calibration": self.calibration.to_dict() if self.calibration else None,
-            "entries": _entries_dict(self.entries),
-            "networks": _entries_dict(self.networks),
+            "entries": _entries_dict(self.entries, self.value_reference_ms()),
+            "networks": _entries_dict(self.networks, self.value_reference_ms()),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -313,9 +522,14 @@ class LatencyTable:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | os.PathLike,
-             expect: DeviceInfo | None = None) -> LatencyTable:
-        """Reads a table; warns (naming the fields) if it comes from another device/setup."""
+    def load(cls, path: str | os.PathLike, expect: DeviceInfo | None = None,
+             model: str | os.PathLike | None = None) -> LatencyTable:
+        """Reads a table; warns (naming the fields) if it comes from another device/setup.
+
+        The block latency model ``model`` (a file), or else the one beside the table
+        (``lut.json`` -> ``lut.model.json``, :func:`fbnas.cost.block_model.model_path`)
+        when there is one, is attached to answer the blocks the table lacks.
+        """
         path = Path(path)
         if not path.is_file():
             raise LatencyTableError(f"latency table {str(path)!r} does not exist")
@@ -331,6 +545,10 @@ class LatencyTable:
         if differences:
             logger.warning("latency table %s was measured elsewhere: %s", path,
                            "; ".join(differences))
+        beside = model_path(path)
+        if model is not None or beside.is_file():
+            table.attach_model(BlockLatencyModel.load(model if model is not None else beside,
+                                                      expect=table.device, batch=table.batch))
         return table
 
     @classmethod
@@ -345,14 +563,14 @@ class LatencyTable:
             entries = _entries_from_dict(data["entries"])
             networks = _entries_from_dict(data.get("networks") or {})
             cal = data.get("calibration")
-            calibration = (Calibration(float(cal["scale"]), tuple(cal.get("networks", ())),
-                                       float(cal.get("offset_ms", 0.0)))
-                           if cal else None)
+            calibration = Calibration.from_dict(cal) if cal else None
+            reference = positive_or_none(data.get("reference_ms"), "reference_ms")
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencyTableError(f"{source} is malformed: {exc}") from None
         quiet = data.get("quiet_reference_ms")
         return cls(device, int(data.get("batch", 1)), int(data.get("rounds", 3)), entries,
-                   calibration, float(quiet) if quiet else None, networks)
+                   calibration, float(quiet) if quiet else None, networks, reference,
+                   bool(data.get("normalise", True)))
 
     def merge(self, other: LatencyTable) -> LatencyTable:
         """A new table with the entries of both (``other`` wins); devices must agree."""
@@ -361,13 +579,25 @@ class LatencyTable:
             raise LatencyTableError("cannot merge tables from different setups: "
                                     + "; ".join(differences))
         entries = {**self.entries, **other.entries}
+        # Normalised entries hold relative times, so ours keep meaning the same with our
+        # reference speed; the other's take it over (same device: the same workload).
         return LatencyTable(self.device, self.batch, self.rounds, entries,
                             other.calibration or self.calibration,
-                            networks={**self.networks, **other.networks})
+                            networks={**self.networks, **other.networks},
+                            reference_ms=self.value_reference_ms() or other.reference_ms,
+                            normalise=self.normalise)
 
 
-def _entries_dict(entries: Mapping[str, LatencyEntry]) -> dict:
-    return {k: {"ms": e.ms if e.rounds_ms else None, **asdict(e)}
+def burst_reference(entries: Iterable[LatencyEntry]) -> float | None:
+    """The ``REFERENCE_QUANTILE`` of the entries' reference bursts (``None``: none)."""
+    bursts = sorted(r for e in entries for r in e.rounds_ref_ms)
+    if not bursts:
+        return None
+    return bursts[min(len(bursts) - 1, int(REFERENCE_QUANTILE * len(bursts)))]
+
+
+def _entries_dict(entries: Mapping[str, LatencyEntry], reference_ms: float | None) -> dict:
+    return {k: {"ms": e.value_ms(reference_ms) if e.rounds_ms else None, **asdict(e)}
             for k, e in sorted(entries.items())}
 
 
@@ -375,10 +605,12 @@ def _entries_from_dict(raw_entries: Mapping[str, Any]) -> dict[str, LatencyEntry
     entries = {}
     for key, raw in raw_entries.items():
         rounds_ms = [float(v) for v in raw["rounds_ms"]]
-        if any(not math.isfinite(v) or v <= 0 for v in rounds_ms):
+        refs = [float(v) for v in raw.get("rounds_ref_ms") or ()]
+        if any(not math.isfinite(v) or v <= 0 for v in rounds_ms + refs):
             raise ValueError(f"entry {key!r} has a non-positive latency")
         entries[key] = LatencyEntry(rounds_ms, int(raw.get("runs", 0)),
-                                    float(raw.get("spread", 0.0)), bool(raw.get("busy", False)))
+                                    float(raw.get("spread", 0.0)), bool(raw.get("busy", False)),
+                                    refs)
     return entries
 
 
@@ -432,9 +664,10 @@ def _needs_round(store: Mapping[str, LatencyEntry], key: str, round_idx: int,
 
 
 def _record(store: dict[str, LatencyEntry], key: str, median_ms: float, runs: int,
-            spread: float, busy: bool, busy_rounds: dict[str, int]) -> None:
+            spread: float, busy: bool, busy_rounds: dict[str, int], ref_ms: float) -> None:
     entry = store.setdefault(key, LatencyEntry())
     entry.rounds_ms.append(median_ms)
+    entry.rounds_ref_ms.append(ref_ms)
     entry.runs += runs
     entry.spread = max(entry.spread, spread)
     busy_rounds[key] = busy_rounds.get(key, 0) + busy
@@ -495,10 +728,12 @@ class _Unit:
     kind: Literal["block", "context", "network"]
     source: TableItem | ArchItems
     keys: tuple[str, ...]
+    label: str
 
 
-def unmeasured(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
-               calibration: Sequence[ArchItems] = ()) -> list[str]:
+def pending_measurements(table: LatencyTable, archs: Sequence[ArchItems],
+                         settings: BuildSettings,
+                         calibration: Sequence[ArchItems] = ()) -> list[str]:
     """Keys :func:`measure_table` would still time for these networks (empty: none).
 
     An entry is unmeasured when it is absent, has fewer than ``settings.rounds`` rounds
@@ -521,36 +756,72 @@ def unmeasured(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildS
 def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSettings,
                   path: str | os.PathLike | None = None,
                   progress: Progress | None = None,
-                  calibration: Sequence[ArchItems] = ()) -> LatencyTable:
+                  calibration: Sequence[ArchItems] = (),
+                  extra_items: Sequence[TableItem] = ()) -> LatencyTable:
     """Measures every entry of ``archs`` still missing rounds, saving the table as it goes.
 
     Rounds are interleaved (a new random order each round) and each starts by timing a
     reference workload; a round whose reference is ``BUSY_FACTOR`` slower than the quietest
-    one seen (kept in the table across runs) counts as busy. An entry keeps the lowest of
-    its per-round medians. Entries measured only in busy rounds get extra rounds; if the
-    machine stays busy the table is saved with them flagged and :class:`MachineBusyError`
-    is raised.
+    one seen (kept in the table across runs) counts as busy. A short burst of the same
+    workload is timed between every two measurements, and each entry stores its per-round
+    medians with the reference next to them (see :class:`LatencyEntry`); the table's
+    reference speed is fixed when its first build completes. Entries measured only in busy
+    rounds get extra rounds; if the machine stays busy the table is saved with them flagged
+    and :class:`MachineBusyError` is raised.
 
     ``calibration`` networks are timed end to end *within the same rounds*, shuffled among
     the entries, and the table's calibration is fitted on them at the end. Timing them in
     a separate phase after the entries was tried first: the machine's speed drifts by
     5-10 % between phases (allocator and CPU state, other tenants), and the scale inherited
     that drift, so predictions sat ~10 % off in some runs and not in others.
+
+    ``extra_items`` are single blocks measured alongside (the training sample of a block
+    latency model, :func:`fbnas.cost.block_model.sample_blocks`); isolated timing only.
     """
     if settings.method == "context" and settings.backend != "torch":
         raise ValueError("in-context timing needs the torch backend; use method='isolated' "
                          "for onnxruntime")
+    if settings.method == "context":
+        units = [_Unit("context", a, a.keys, f"network {a.name}") for a in archs]
+        known = {k for a in archs for k in a.keys}
+        units += [_Unit("block", i, (i.key,), i.label) for i in extra_items
+                  if i.key not in known]
+    else:
+        items = distinct_items(archs)
+        known = {i.key for i in items}
+        items += [i for i in dict((i.key, i) for i in extra_items).values()
+                  if i.key not in known]
+        units = [_Unit("block", i, (i.key,), i.label) for i in items]
+    units += [_Unit("network", a, (network_key(a),), f"calibration {a.name}")
+              for a in calibration]
+    still_busy = _measure_units(table, units, settings, path, progress)
+    if still_busy:
+        if path is not None:
+            table.save(path)
+        raise MachineBusyError(
+            f"{len(still_busy)} entries were measured only while the machine was busy "
+            f"(reference workload over {BUSY_FACTOR}x its quiet time); they are flagged in "
+            f"the table — re-run the same command on a quieter machine to re-measure them")
+    if table.reference_ms is None:
+        table.reference_ms = burst_reference([*table.entries.values(),
+                                              *table.networks.values()])
+    if calibration:
+        table.calibration = fit_calibration([
+            _calibration_record(table, arch, table.entry_ms(table.networks[network_key(arch)]))
+            for arch in calibration])
+    if path is not None:
+        table.save(path)
+    return table
+
+
+def _measure_units(table: LatencyTable, units: Sequence[_Unit], settings: BuildSettings,
+                   path: str | os.PathLike | None, progress: Progress | None) -> list[str]:
+    """Times ``units`` in interleaved rounds into ``table``; returns the keys still busy."""
     rng = random.Random(settings.seed)
-    items = distinct_items(archs)
     busy_rounds: dict[str, int] = {}
     quiet_ref = min([reference_ms(settings.threads) for _ in range(3)]
                     + [table.quiet_reference_ms or math.inf])
     table.quiet_reference_ms = quiet_ref
-    if settings.method == "context":
-        units = [_Unit("context", a, a.keys) for a in archs]
-    else:
-        units = [_Unit("block", i, (i.key,)) for i in items]
-    units += [_Unit("network", a, (network_key(a),)) for a in calibration]
 
     def store(unit: _Unit) -> dict[str, LatencyEntry]:
         return table.networks if unit.kind == "network" else table.entries
@@ -571,56 +842,104 @@ def measure_table(table: LatencyTable, archs: Sequence[ArchItems], settings: Bui
         quiet_ref = table.quiet_reference_ms = min(quiet_ref, ref)
         busy = ref > BUSY_FACTOR * quiet_ref
         rng.shuffle(order)
+        burst_before = reference_burst_ms(settings.threads)
         for index in order:
             unit = units[index]
             if index not in models:
                 models[index] = unit.source.build().eval()
-            model = models[index]
-            if unit.kind == "context":
-                arch = unit.source
-                shape = (table.batch, 3, arch.resolution, arch.resolution)
-                times = _time_in_context(model, _network_blocks(model, arch), shape,
-                                         settings.threads, settings.budget_s)
-                for key in unit.keys:
-                    values = sorted(times.get(key, ()))
-                    if values and _needs_round(table.entries, key, round_idx, extra):
-                        median = statistics.median(values)
-                        spread = (values[int(0.9 * (len(values) - 1))]
-                                  - values[int(0.1 * (len(values) - 1))]) / median
-                        _record(table.entries, key, median, len(values), spread, busy,
-                                busy_rounds)
-                label = f"network {arch.name}"
-            else:
-                if unit.kind == "network":
-                    shape = (table.batch, 3, unit.source.resolution, unit.source.resolution)
-                    budget, label = settings.budget_s * 2, f"calibration {unit.source.name}"
-                else:
-                    shape, budget, label = (unit.source.input_shape, settings.budget_s,
-                                            unit.source.label)
-                m = measure(model, shape, settings.backend, settings.threads, budget_s=budget)
-                _record(store(unit), unit.keys[0], m.median_ms, m.runs, m.spread, busy,
-                        busy_rounds)
+            timed = _time_unit(unit, models[index], table.batch, settings)
+            burst_after = reference_burst_ms(settings.threads)
+            ref_ms = math.sqrt(burst_before * burst_after)
+            burst_before = burst_after
+            for key, (median, runs, spread) in timed.items():
+                if _needs_round(store(unit), key, round_idx, extra):
+                    _record(store(unit), key, median, runs, spread, busy, busy_rounds, ref_ms)
             if path is not None:
                 table.save(path)
             done += not extra
             if progress:
-                progress(min(done, todo), todo, label)
-    still_busy = [k for unit in units for k in unit.keys
-                  if store(unit).get(k, LatencyEntry()).busy]
-    if still_busy:
-        if path is not None:
-            table.save(path)
-        raise MachineBusyError(
-            f"{len(still_busy)} entries were measured only while the machine was busy "
-            f"(reference workload over {BUSY_FACTOR}x its quiet time); they are flagged in "
-            f"the table — re-run the same command on a quieter machine to re-measure them")
-    if calibration:
-        table.calibration = fit_calibration([
-            _calibration_record(table, arch, table.networks[network_key(arch)].ms)
-            for arch in calibration])
-        if path is not None:
-            table.save(path)
-    return table
+                progress(min(done, todo), todo, unit.label)
+    return [k for unit in units for k in unit.keys
+            if store(unit).get(k, LatencyEntry()).busy]
+
+
+def _time_unit(unit: _Unit, model: nn.Module, batch: int,
+               settings: BuildSettings) -> dict[str, tuple[float, int, float]]:
+    """Times one unit once: ``{key: (median ms, runs, spread)}``."""
+    if unit.kind == "context":
+        arch = unit.source
+        shape = (batch, 3, arch.resolution, arch.resolution)
+        times = _time_in_context(model, _network_blocks(model, arch), shape,
+                                 settings.threads, settings.budget_s)
+        out = {}
+        for key in unit.keys:
+            values = sorted(times.get(key, ()))
+            if values:
+                median = statistics.median(values)
+                spread = (values[int(0.9 * (len(values) - 1))]
+                          - values[int(0.1 * (len(values) - 1))]) / median
+                out[key] = (median, len(values), spread)
+        return out
+    if unit.kind == "network":
+        shape = (batch, 3, unit.source.resolution, unit.source.resolution)
+        budget = settings.budget_s * 2
+    else:
+        shape, budget = unit.source.input_shape, settings.budget_s
+    m = measure(model, shape, settings.backend, settings.threads, budget_s=budget)
+    return {unit.keys[0]: (m.median_ms, m.runs, m.spread)}
+
+
+@dataclass(frozen=True)
+class NetworkTiming:
+    """A whole network timed end to end in interleaved rounds.
+
+    Attributes:
+        ms: its latency at the reference speed it was asked for (speed-normalised: the
+            lowest over rounds of its time relative to the reference bursts next to it),
+            or without one the lowest per-round median.
+        lowest_ms: the lowest per-round median, raw.
+        spread: (max - min) / median of the per-round values ``ms`` comes from.
+        busy: every round ran while the reference workload said the machine was busy.
+    """
+
+    name: str
+    resolution: int
+    ms: float
+    lowest_ms: float
+    rounds_ms: tuple[float, ...]
+    rounds_ref_ms: tuple[float, ...]
+    spread: float
+    busy: bool
+
+
+def measure_networks(archs: Sequence[ArchItems], settings: BuildSettings,
+                     reference_ms: float | None = None,
+                     progress: Progress | None = None) -> list[NetworkTiming]:
+    """Times whole networks end to end as a table build does (interleaved shuffled rounds,
+    busy detection, reference bursts between measurements).
+
+    Timing each network several times back to back, as ``fbnas latency --measure`` did,
+    let one slow spell of a shared machine decide a network's value: 20 FBNetV1 networks
+    timed twice a minute apart agreed within ±10 % for 5 of 20. Pass the table's
+    :meth:`LatencyTable.value_reference_ms` as ``reference_ms`` to get values at the
+    table's reference speed, comparable with its predictions.
+    """
+    if not archs:
+        return []
+    batch = archs[0].items[0].input_shape[0] if archs[0].items else 1
+    scratch = LatencyTable(DeviceInfo.current(settings.backend, settings.threads), batch)
+    units = list({network_key(a): _Unit("network", a, (network_key(a),), f"network {a.name}")
+                  for a in archs}.values())
+    _measure_units(scratch, units, settings, None, progress)
+    timings = []
+    for arch in archs:
+        entry = scratch.networks[network_key(arch)]
+        timings.append(NetworkTiming(arch.name, arch.resolution, entry.value_ms(reference_ms),
+                                     entry.ms, tuple(entry.rounds_ms),
+                                     tuple(entry.rounds_ref_ms),
+                                     entry.round_spread(reference_ms is not None),
+                                     entry.busy))
+    return timings
 
 
 def _calibration_record(table: LatencyTable, arch: ArchItems, measured_ms: float) -> dict:
@@ -639,7 +958,7 @@ def calibrate(table: LatencyTable, archs: Sequence[ArchItems], settings: BuildSe
     instead: timed among the entries they share the machine's state, timed afterwards they
     carry the drift between the two phases into the scale.
     """
-    missing = table.missing(k for arch in archs for k in arch.keys)
+    missing = table.unmeasured(k for arch in archs for k in arch.keys)
     if missing:
         raise MissingEntriesError(missing, "calibration networks")
     measure_table(table, [], settings, path, progress, calibration=archs)
@@ -651,19 +970,56 @@ def fit_calibration(networks: Sequence[dict]) -> Calibration:
     """``measured = scale * sum + offset`` by least squares, or a plain median ratio.
 
     Measured here, the ratio measured / sum falls with network size (a fixed per-network
-    overhead), so a scale alone fitted on small networks over-predicts large ones. The
-    affine fit is used when the networks span at least a 1.3x range of sums and it yields
-    a positive scale and a non-negative offset; otherwise the median ratio.
+    overhead), so a scale alone fitted on small networks over-predicts large ones. But an
+    offset is only well determined by networks far apart in cost: five networks of 11-17 ms
+    gave scale 0.717 and a large offset, which extrapolates badly. So the affine fit is
+    used only when the networks' sums span at least ``CALIBRATION_MIN_SPAN`` (2x), its
+    leave-one-out relative error is below ``CALIBRATION_MAX_LOO`` (5 %) and not above the
+    plain scale's, with a positive scale and a non-negative offset; otherwise the median
+    ratio measured / sum.
     """
-    sums = [n["sum_ms"] for n in networks]
-    measured = [n["measured_ms"] for n in networks]
-    ratio_scale = statistics.median(m / s for m, s in zip(measured, sums, strict=True))
-    if len(networks) >= 3 and max(sums) >= 1.3 * min(sums):
-        mean_s, mean_m = statistics.fmean(sums), statistics.fmean(measured)
-        var = sum((s - mean_s) ** 2 for s in sums)
-        scale = sum((s - mean_s) * (m - mean_m) for s, m in zip(sums, measured,
-                                                                 strict=True)) / var
-        offset = mean_m - scale * mean_s
-        if scale > 0 and offset >= 0:
-            return Calibration(scale, tuple(networks), offset)
-    return Calibration(ratio_scale, tuple(networks))
+    sums = [float(n["sum_ms"]) for n in networks]
+    measured = [float(n["measured_ms"]) for n in networks]
+    if not sums:
+        raise ValueError("fit_calibration needs at least one network")
+    ratio_loo = _loo_error(sums, measured, _fit_ratio)
+    if len(networks) >= 3 and max(sums) >= CALIBRATION_MIN_SPAN * min(sums):
+        scale, offset = _fit_affine(sums, measured)
+        affine_loo = _loo_error(sums, measured, _fit_affine)
+        if (scale > 0 and offset >= 0 and affine_loo is not None
+                and affine_loo < CALIBRATION_MAX_LOO
+                and (ratio_loo is None or affine_loo <= ratio_loo)):
+            return Calibration(scale, tuple(networks), offset, "affine", affine_loo)
+        logger.info("calibration: plain scale (affine fit: scale %.3f, offset %.2f ms, "
+                    "leave-one-out error %s)", scale, offset,
+                    "n/a" if affine_loo is None else f"{affine_loo:.1%}")
+    scale, _ = _fit_ratio(sums, measured)
+    return Calibration(scale, tuple(networks), 0.0, "scale", ratio_loo)
+
+
+def _fit_ratio(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    return statistics.median(m / s for m, s in zip(measured, sums, strict=True)), 0.0
+
+
+def _fit_affine(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    mean_s, mean_m = statistics.fmean(sums), statistics.fmean(measured)
+    var = sum((s - mean_s) ** 2 for s in sums)
+    if var == 0:
+        return _fit_ratio(sums, measured)
+    scale = sum((s - mean_s) * (m - mean_m) for s, m in zip(sums, measured, strict=True)) / var
+    return scale, mean_m - scale * mean_s
+
+
+def _loo_error(sums: Sequence[float], measured: Sequence[float],
+               fit: Callable[[Sequence[float], Sequence[float]], tuple[float, float]]
+               ) -> float | None:
+    """Mean |error| / measured of each network predicted by ``fit`` on the others."""
+    if len(sums) < 2:
+        return None
+    errors = []
+    for i in range(len(sums)):
+        rest_s = [s for j, s in enumerate(sums) if j != i]
+        rest_m = [m for j, m in enumerate(measured) if j != i]
+        scale, offset = fit(rest_s, rest_m)
+        errors.append(abs(scale * sums[i] + offset - measured[i]) / measured[i])
+    return statistics.fmean(errors)

@@ -17,7 +17,11 @@ why it repeats the timing method of fbnas's own tables here instead of importing
   than every round of one block; an entry keeps its lowest per-round median;
 - each round starts by timing a fixed reference conv (``reference.onnx``); a round whose
   reference runs ``--busy-factor`` times slower than the quietest seen counts as busy, and
-  entries measured only in busy rounds get up to ``--extra-rounds`` more.
+  entries measured only in busy rounds get up to ``--extra-rounds`` more;
+- a short burst of the reference (20 runs) is timed between every two measurements, and
+  each entry records, per round, the geometric mean of the bursts before and after it
+  (``rounds_ref_ms``): ``fbnas lut import`` stores entries relative to it, so a spell that
+  slows the device slows the reference next to the entry too and cancels out.
 
 Usage (in the folder copied to the device)::
 
@@ -293,7 +297,8 @@ def _new_entry(unit: Unit, manifest_entry: dict) -> dict:
     for extra in ("op", "label", "resolution", "keys"):
         if extra in manifest_entry:
             entry[extra] = manifest_entry[extra]
-    entry.update({"rounds_ms": [], "runs": 0, "spread": 0.0, "busy_rounds": 0, "busy": False})
+    entry.update({"rounds_ms": [], "rounds_ref_ms": [], "runs": 0, "spread": 0.0,
+                  "busy_rounds": 0, "busy": False})
     return entry
 
 
@@ -345,6 +350,9 @@ def _entry_problem(entry: Any) -> str | None:
     rounds = entry.get("rounds_ms")
     if not isinstance(rounds, list) or not all(positive_number(v) for v in rounds):
         return "rounds_ms must be a list of positive numbers"
+    refs = entry.get("rounds_ref_ms", [])  # absent in results of runners before it
+    if not isinstance(refs, list) or not all(positive_number(v) for v in refs):
+        return "rounds_ref_ms must be a list of positive numbers"
     for name in ("runs", "busy_rounds"):
         value = entry.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -392,8 +400,9 @@ def _needs_round(entry: dict, round_idx: int, extra: bool) -> bool:
 
 
 def _record(entry: dict, median: float, p10: float, p90: float, runs: int,
-            busy: bool) -> None:
+            busy: bool, ref_ms: float) -> None:
     entry["rounds_ms"].append(median)
+    entry.setdefault("rounds_ref_ms", []).append(ref_ms)
     entry["runs"] += runs
     entry["spread"] = max(entry["spread"], (p90 - p10) / median if median else 0.0)
     entry["busy_rounds"] += int(busy)
@@ -412,6 +421,9 @@ def measure_all(results: dict, out: Path, units: list[Unit], reference: Unit,
 
     def reference_ms() -> float:
         return time_run(run_reference, budget_s=0.2, warmup=2, min_runs=15)[0]
+
+    def burst_ms() -> float:  # a quick reading of the speed: 20 runs, no settling
+        return time_run(run_reference, budget_s=0.0, warmup=2, min_runs=20)[0]
 
     quiet = min([reference_ms() for _ in range(3)]
                 + [results.get("quiet_reference_ms") or math.inf])
@@ -432,9 +444,13 @@ def measure_all(results: dict, out: Path, units: list[Unit], reference: Unit,
             f"round {round_idx + 1}/{args.rounds}"
         log(f"{name}: {len(pending)} model(s); reference {ref:.3f} ms (quiet {quiet:.3f})"
             f"{' - device busy' if busy else ''}")
+        before = burst_ms()
         for unit in pending:
             median, p10, p90, runs = time_run(sessions.runner(unit), args.budget_s)
-            _record(_entry(results, unit), median, p10, p90, runs, busy)
+            after = burst_ms()
+            _record(_entry(results, unit), median, p10, p90, runs, busy,
+                    math.sqrt(before * after))
+            before = after
             write_json_atomic(out, results)
             done += not extra
             log(f"  [{min(done, todo)}/{todo}] {unit.file:<18} {median:9.4f} ms  "

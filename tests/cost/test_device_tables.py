@@ -24,7 +24,12 @@ import pytest
 import fbnas
 from fbnas.cli.main import main
 from fbnas.cost import runner
-from fbnas.cost.device_tables import RUNNER_TORCH, export_blocks
+from fbnas.cost.device_tables import (
+    RUNNER_TORCH,
+    DeviceTableError,
+    export_blocks,
+    import_results,
+)
 from fbnas.cost.latency import DeviceInfo
 from fbnas.cost.lut import LatencyTable, arch_items, distinct_items
 from fbnas.search import get_space
@@ -152,11 +157,18 @@ def test_round_trip_predicts_with_the_device_table(device_run: dict, tiny_file: 
     items = arch_items(TINY)
     assert sorted(table.entries) == sorted(set(items.keys))
     assert all(len(e.rounds_ms) == 2 and e.runs >= 20 for e in table.entries.values())
-    # the scale is fitted on the whole network the runner timed end to end
+    # the scale is fitted on the whole network the runner timed end to end, stored (like
+    # every entry) relative to the reference bursts timed next to it in each round
     saved = json.loads(device_run["results"].read_text())
     [network] = saved["networks"].values()
+    assert len(network["rounds_ref_ms"]) == len(network["rounds_ms"]) == 2
+    bursts = [r for field in ("blocks", "networks") for e in saved[field].values()
+              for r in e["rounds_ref_ms"]]
+    assert min(bursts) <= table.reference_ms <= max(bursts)
+    relative = min(m / r for m, r in zip(network["rounds_ms"], network["rounds_ref_ms"],
+                                         strict=True))
     sum_ms = sum(table.lookup(k) for k in items.keys)
-    assert table.scale == pytest.approx(min(network["rounds_ms"]) / sum_ms)
+    assert table.scale == pytest.approx(relative * table.reference_ms / sum_ms)
     assert record["predicted_ms"] == pytest.approx(sum_ms * table.scale, abs=1e-4)
 
 
@@ -354,3 +366,47 @@ def test_export_refuses_a_folder_of_other_files(tiny_file: Path, tmp_path: Path,
                        str(tmp_path))
     assert_user_error(code, err, "is not empty")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_results_of_runners_before_reference_bursts_import_as_before(results: Path,
+                                                                     tmp_path: Path) -> None:
+    data = json.loads(results.read_text())
+    for field in ("blocks", "networks"):
+        for entry in data[field].values():
+            del entry["rounds_ref_ms"]
+    results.write_text(json.dumps(data))
+    table = import_results(results)
+    assert table.reference_ms is None
+    for key, entry in data["blocks"].items():
+        assert table.lookup(key) == min(entry["rounds_ms"])
+    data["blocks"][key]["rounds_ref_ms"] = [0.1, -1]
+    results.write_text(json.dumps(data))
+    with pytest.raises(DeviceTableError, match="rounds_ref_ms must be a list of positive"):
+        import_results(results)
+
+
+def test_model_sample_blocks_travel_to_the_device_and_back(tiny_file: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    from fbnas.cost.block_model import model_path
+    from fbnas.cost.block_sampling import SAMPLE_LABEL
+
+    folder = tmp_path / "blocks"
+    code, out, err = cli(capsys, "lut", "export-blocks", str(tiny_file), "--calibrate-on",
+                         "1", "--model-sample", "12", "--out", str(folder))
+    assert code == 0, err
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sampled = [b for b in manifest["blocks"] if b["label"].startswith(SAMPLE_LABEL)]
+    assert manifest["source"]["model_sample"] == len(sampled) == 12
+    assert len(manifest["blocks"]) == 6 + len(sampled)
+    assert f"({len(sampled)} sampled for a block latency model)" in out
+    proc = run_runner(folder, tmp_path / "results.json", "--rounds", "1")
+    assert proc.returncode == 0, proc.stderr
+    lut = tmp_path / "lut.json"
+    code, out, err = cli(capsys, "lut", "import", str(tmp_path / "results.json"), "--out",
+                         str(lut))
+    assert code == 0, err
+    assert f"block latency model -> {model_path(lut)}" in out
+    table = LatencyTable.load(lut)
+    assert table.model is not None and table.model.device == table.device
+    assert len(table.model.blocks) == 5 + len(sampled)  # every block but the head
+    assert table.model.device.backend == "onnxruntime"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from dataclasses import replace
 
 import pytest
@@ -14,6 +15,7 @@ from fbnas.blocks import BLOCKS, register_block
 from fbnas.cost.latency import DeviceInfo, measure
 from fbnas.cost.lut import (
     BuildSettings,
+    LatencyEntry,
     LatencyTable,
     LatencyTableError,
     MachineBusyError,
@@ -21,8 +23,10 @@ from fbnas.cost.lut import (
     arch_items,
     calibrate,
     distinct_items,
+    fit_calibration,
+    measure_networks,
     measure_table,
-    unmeasured,
+    pending_measurements,
 )
 
 TINY = {"input_size": 32, "blocks": [
@@ -110,7 +114,7 @@ def test_calibration_networks_are_timed_among_the_entries_and_survive_a_resume(
     settings = replace(FAST, rounds=2)
     empty = LatencyTable(DeviceInfo.current())
     network_key = f"network {items.name}@{items.resolution}"
-    todo = unmeasured(empty, [items], settings, [items])
+    todo = pending_measurements(empty, [items], settings, [items])
     assert todo[:-1] == list(dict.fromkeys(items.keys)) and todo[-1].startswith(network_key)
     measure_table(empty, [items], settings, path,
                   progress=lambda done, total, label: seen.append(label), calibration=[items])
@@ -121,17 +125,18 @@ def test_calibration_networks_are_timed_among_the_entries_and_survive_a_resume(
     (network,) = saved.networks.values()
     assert len(network.rounds_ms) == 2
     assert saved.calibration is not None
-    assert saved.predict(items).predicted_ms == pytest.approx(network.ms)
+    assert saved.predict(items).predicted_ms == pytest.approx(saved.entry_ms(network))
     # re-running a finished build measures nothing and refits the same calibration
     seen.clear()
     measure_table(saved, [items], settings, path,
                   progress=lambda done, total, label: seen.append(label), calibration=[items])
     assert seen == [] and saved.scale == LatencyTable.load(path).scale
-    assert unmeasured(saved, [items], settings, [items]) == []
+    assert pending_measurements(saved, [items], settings, [items]) == []
     # what a build with more rounds, or a busy entry, would still time
-    assert len(unmeasured(saved, [items], replace(settings, rounds=3), [items])) == len(todo)
+    more_rounds = replace(settings, rounds=3)
+    assert len(pending_measurements(saved, [items], more_rounds, [items])) == len(todo)
     saved.entries[items.keys[0]].busy = True
-    assert unmeasured(saved, [items], settings) == [items.keys[0]]
+    assert pending_measurements(saved, [items], settings) == [items.keys[0]]
 
 
 def test_onnxruntime_backend_measures() -> None:
@@ -218,10 +223,13 @@ def test_cli_build_show_latency_and_resume(tmp_path, run_cli) -> None:
     assert again.returncode == 0 and "continuing" in again.stderr
     shown = run_cli("lut", "show", str(out))
     assert "calibration: scale" in shown.stdout
-    lat = run_cli("latency", str(arch), "--lut", str(out), "--measure", "--json")
+    lat = run_cli("latency", str(arch), "--lut", str(out), "--measure", "--rounds", "2",
+                  "--json")
     assert lat.returncode == 0, lat.stderr
     record = json.loads(lat.stdout)[0]
     assert record["name"] == "tiny" and record["predicted_ms"] > 0 and record["measured_ms"] > 0
+    assert len(record["measured_rounds_ms"]) == 2 and record["measured_spread"] >= 0
+    assert record["measured_lowest_ms"] == min(record["measured_rounds_ms"])
     bigger = tmp_path / "bigger.json"
     bigger.write_text(json.dumps({**TINY, "blocks": TINY["blocks"] + [[("conv_k1", 64, 1, 1)]]}))
     missing = run_cli("latency", str(bigger), "--lut", str(out))
@@ -233,3 +241,118 @@ def test_cli_build_show_latency_and_resume(tmp_path, run_cli) -> None:
     broken.write_text(out.read_text()[:100])
     bad = run_cli("latency", str(arch), "--lut", str(broken))
     assert bad.returncode == 2 and "corrupted or truncated" in bad.stderr
+
+
+# --------------------------------------------------------------------------- shared machines
+
+
+def test_entries_are_stored_relative_to_the_reference_next_to_them() -> None:
+    # round 2 ran 1.5x slow, and the reference bursts next to it did too
+    entry = LatencyEntry([2.0, 3.0], 20, 0.1, False, [1.0, 1.5])
+    assert entry.normalised and entry.relative == 2.0
+    assert entry.value_ms(0.5) == 1.0
+    assert entry.round_spread() == 0.0 and entry.round_spread(normalised=False) == 0.4
+    # a round slowed alone (the reference was not) counts less than the quiet one
+    assert LatencyEntry([2.0, 3.0], rounds_ref_ms=[1.0, 1.0]).value_ms(0.5) == 1.0
+    # without reference timings (tables before normalisation): the lowest round, raw
+    assert LatencyEntry([2.0, 3.0]).value_ms(0.5) == 2.0
+    assert LatencyEntry([2.0, 3.0], rounds_ref_ms=[1.0]).value_ms(0.5) == 2.0
+
+
+def test_builds_time_a_reference_next_to_every_entry_and_fix_its_speed(tmp_path) -> None:
+    path = tmp_path / "lut.json"
+    items = arch_items(TINY)
+    table = measure_table(LatencyTable(DeviceInfo.current()), [items], FAST, path,
+                          calibration=[items])
+    for entry in [*table.entries.values(), *table.networks.values()]:
+        assert len(entry.rounds_ref_ms) == len(entry.rounds_ms) == 2
+    bursts = sorted(r for e in table.entries.values() for r in e.rounds_ref_ms)
+    assert bursts[0] <= table.reference_ms <= bursts[-1]
+    key = items.keys[1]
+    assert table.lookup(key) == pytest.approx(
+        table.reference_ms * min(m / r for m, r in zip(table.entries[key].rounds_ms,
+                                                       table.entries[key].rounds_ref_ms,
+                                                       strict=True)))
+    saved = LatencyTable.load(path)
+    assert saved.reference_ms == table.reference_ms and saved.lookup(key) == table.lookup(key)
+    # measuring more later does not move the values already there
+    bigger = {**TINY, "blocks": TINY["blocks"] + [[("conv_k1", 64, 1, 1)]]}
+    measure_table(saved, [arch_items(bigger)], FAST, path)
+    assert saved.reference_ms == table.reference_ms and saved.lookup(key) == table.lookup(key)
+    # switching normalisation off reads the lowest per-round median from the same timings
+    saved.normalise = False
+    assert saved.lookup(key) == min(saved.entries[key].rounds_ms)
+
+
+def test_tables_without_reference_timings_load_and_predict_as_before(tmp_path) -> None:
+    items = arch_items(TINY)
+    entries = {k: {"ms": 0.1 * (i + 1), "rounds_ms": [0.1 * (i + 1), 0.2 * (i + 1)],
+                   "runs": 10, "spread": 0.1, "busy": False}
+               for i, k in enumerate(dict.fromkeys(items.keys))}
+    old = {"format": "fbnas-latency-table", "version": 1, "unit": "ms",
+           "device": DeviceInfo.current().to_dict(), "batch": 1, "rounds": 2,
+           "quiet_reference_ms": 0.1, "entries": entries, "networks": {},
+           "calibration": {"scale": 1.2, "offset_ms": 0.5, "networks": [
+               {"name": "a", "sum_ms": 1.0, "measured_ms": 1.7}]}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    table = LatencyTable.load(path)
+    assert table.reference_ms is None and table.value_reference_ms() is None
+    expected = sum(entries[k]["rounds_ms"][0] for k in items.keys)
+    prediction = table.predict(items)
+    assert prediction.sum_ms == pytest.approx(expected)
+    assert prediction.predicted_ms == pytest.approx(1.2 * expected + 0.5)
+    assert table.calibration.kind == "affine" and table.calibration.loo_error is None
+    table.save(path)  # and it round-trips
+    assert LatencyTable.load(path).predict(items).predicted_ms == prediction.predicted_ms
+
+
+def networks_of(sums: list[float], measured: list[float]) -> list[dict]:
+    return [{"name": f"n{i}", "sum_ms": s, "measured_ms": m}
+            for i, (s, m) in enumerate(zip(sums, measured, strict=True))]
+
+
+def test_the_affine_calibration_needs_a_wide_span_and_a_small_leave_one_out_error() -> None:
+    # the networks of the issue: 11-17 ms is too narrow a span for an offset
+    narrow = fit_calibration(networks_of([11.0, 12.5, 14.0, 15.5, 17.0],
+                                         [13.0, 15.2, 16.0, 18.9, 19.5]))
+    assert narrow.kind == "scale" and narrow.offset_ms == 0.0
+    assert narrow.scale == pytest.approx(statistics.median([13 / 11, 15.2 / 12.5, 16 / 14,
+                                                            18.9 / 15.5, 19.5 / 17]))
+    # a wide span on a straight line: affine, exactly
+    wide = fit_calibration(networks_of([5.0, 10.0, 20.0, 30.0], [7.0, 12.0, 22.0, 32.0]))
+    assert wide.kind == "affine" and wide.loo_error == pytest.approx(0.0, abs=1e-12)
+    assert (wide.scale, wide.offset_ms) == (pytest.approx(1.0), pytest.approx(2.0))
+    # a wide span, but scattered: the offset cannot be trusted
+    scattered = fit_calibration(networks_of([5.0, 10.0, 20.0, 30.0], [8.0, 11.0, 26.0, 31.0]))
+    assert scattered.kind == "scale" and scattered.loo_error > 0.05
+    assert wide.range_ms == (5.0, 30.0)
+
+
+def test_predictions_outside_the_calibrated_range_say_so() -> None:
+    items = arch_items(TINY)
+    table = measure_table(LatencyTable(DeviceInfo.current()), [items], FAST)
+    sum_ms = table.predict(items).sum_ms
+    table.calibration = fit_calibration(networks_of([sum_ms * 0.5, sum_ms * 0.9],
+                                                    [sum_ms * 0.6, sum_ms]))
+    assert table.predict(items).outside_calibration
+    table.calibration = fit_calibration(networks_of([sum_ms * 0.5, sum_ms * 1.5],
+                                                    [sum_ms * 0.6, sum_ms * 1.8]))
+    assert not table.predict(items).outside_calibration
+
+
+def test_networks_are_measured_in_interleaved_rounds() -> None:
+    small = arch_items(TINY, name="tiny")
+    other = arch_items({**TINY, "input_size": 48}, name="wide")
+    seen: list[str] = []
+    timings = measure_networks([small, other], FAST, reference_ms=0.1,
+                               progress=lambda d, t, label: seen.append(label))
+    # round by round (both networks, then both again), not one network three times
+    assert sorted(seen[:2]) == sorted(seen[2:]) == ["network tiny", "network wide"]
+    for timing in timings:
+        assert len(timing.rounds_ms) == len(timing.rounds_ref_ms) == 2
+        assert timing.lowest_ms == min(timing.rounds_ms)
+        assert timing.ms == pytest.approx(0.1 * min(
+            m / r for m, r in zip(timing.rounds_ms, timing.rounds_ref_ms, strict=True)))
+    raw = measure_networks([small], FAST)[0]
+    assert raw.ms == raw.lowest_ms
