@@ -19,7 +19,14 @@ from fbnas.arch.errors import ArchDefError
 from fbnas.arch.spec import HeadSpec
 from fbnas.cli.format import progress_bar, table
 from fbnas.cost.block_model import model_path
-from fbnas.cost.block_sampling import BlockRange, block_ranges, sample_blocks
+from fbnas.cost.block_sampling import (
+    BlockRange,
+    HeadRange,
+    block_ranges,
+    head_ranges,
+    range_from_dict,
+    sample_blocks,
+)
 from fbnas.cost.device_tables import (
     DEFAULT_OPSET,
     export_blocks,
@@ -104,7 +111,9 @@ ARCH_RANGE_WIDEN = 1.5
 def _model_sample(networks: list[ArchItems], n: int, ranges_file: Path | None, batch: int,
                   space_name: str | None, resolution: int | None) -> list[TableItem]:
     """The training blocks of a block latency model: ``n`` blocks spread over the ranges of
-    ``ranges_file`` or else of the networks' blocks (for a space, also of random ones)."""
+    ``ranges_file`` or else of the networks' blocks (for a space, also of random ones),
+    with a share of heads over the ranges of the networks' heads (for a space, the head
+    on the random networks' last widths too)."""
     if n == 0:
         return []
     if ranges_file is not None:
@@ -115,23 +124,27 @@ def _model_sample(networks: list[ArchItems], n: int, ranges_file: Path | None, b
         if not isinstance(data, list) or not data:
             raise click.UsageError(f"--model-ranges {ranges_file}: a non-empty list of block "
                                    f"ranges expected")
-        ranges = [BlockRange.from_dict(r, f"{ranges_file}[{i}]") if isinstance(r, dict)
-                  else _bad_range(ranges_file, i) for i, r in enumerate(data)]
+        ranges: list[BlockRange | HeadRange] = [
+            range_from_dict(r, f"{ranges_file}[{i}]") if isinstance(r, dict)
+            else _bad_range(ranges_file, i) for i, r in enumerate(data)]
     else:
         sources = list(networks)
         if space_name:
             space = get_space(space_name)
             rng = random.Random(0)
+            head = next((a.head for a in networks if a.head is not None), None)
             sources += [arch_items(space.arch_def(space.sample(rng)), resolution, None, batch,
-                                   name=f"{space.name}_range{i}")
+                                   name=f"{space.name}_range{i}", head=head)
                         for i in range(MODEL_SAMPLE_SPACE_NETWORKS)]
-        # a space spans its own ranges; a few networks little, so widen theirs
-        ranges = block_ranges(sources, widen=1.0 if space_name else ARCH_RANGE_WIDEN)
+        # a space spans its own ranges; a few networks little, so widen theirs (a space's
+        # heads all share one resolution and class count: widen those always)
+        ranges = [*block_ranges(sources, widen=1.0 if space_name else ARCH_RANGE_WIDEN),
+                  *head_ranges(sources, widen=ARCH_RANGE_WIDEN)]
     return sample_blocks(ranges, n, seed=0, batch=batch,
                          exclude={k for a in networks for k in a.keys})
 
 
-def _bad_range(path: Path, index: int) -> BlockRange:
+def _bad_range(path: Path, index: int) -> BlockRange | HeadRange:
     raise click.UsageError(f"--model-ranges {path}[{index}]: a block range must be a mapping")
 
 
@@ -147,13 +160,14 @@ def _model_options(command: Callable) -> Callable:
     command = click.option(
         "--model-ranges", type=click.Path(dir_okay=False, exists=True, path_type=Path),
         help="Block ranges to sample the model's blocks from (JSON/YAML list of "
-             "{op, in_hw, stride, in_channels, out_channels, numeric, options}); default: "
-             "the ranges the networks' blocks span.")(command)
+             "{op, in_hw, stride, in_channels, out_channels, numeric, options}, and for a "
+             "head op {op, in_channels, in_h, in_w, numeric, options}); default: the "
+             "ranges the networks' blocks and heads span.")(command)
     return click.option(
         "--model-sample", type=click.IntRange(min=0), default=0, show_default=True,
         help="Also time N blocks spread over the networks' block ranges (a Latin "
-             "hypercube) and fit a block latency model beside the table (TABLE.model.json) "
-             "for the blocks it lacks.")(command)
+             "hypercube; a few percent of them heads) and fit a block latency model beside "
+             "the table (TABLE.model.json) for the blocks and heads it lacks.")(command)
 
 
 @click.group()

@@ -12,7 +12,10 @@ hidden and output channels, spatial sizes, groups, SE, activations, MACs split b
 kind (dense, pointwise, depthwise), bytes moved (inputs + outputs of every layer, weights)
 and the number of layers (each one a framework dispatch: the fixed cost that dominates
 small blocks). A table key names everything that decides a block's cost, so the features
-of any table entry are computed from its key alone.
+of any table entry are computed from its key alone. A network's head (``cls_head|CxHxW|
+classes``) is described the same way: built from its key via the head registry, it is a
+family of its own (``head:cls_head``), and checked for extrapolation against the heads
+the model was trained on (a model trained without heads refuses head keys).
 
 The regressor is chosen by measured accuracy: every candidate of :data:`CANDIDATES` is
 cross-validated on the training blocks (k-fold, fixed seed) and the one with the lowest
@@ -40,7 +43,7 @@ import torch
 from torch import nn
 
 from fbnas.arch.spec import FrozenKwargs
-from fbnas.blocks import BLOCKS
+from fbnas.blocks import BLOCKS, HEADS
 from fbnas.cost.latency import DeviceInfo
 from fbnas.errors import FbnasError
 from fbnas.io import atomic_write_text
@@ -67,6 +70,8 @@ COST_FEATURES: tuple[str, ...] = ("layers", "macs_dense", "macs_pointwise", "mac
 MAC of each conv kind, per byte moved, per SE), all non-negative."""
 
 MIN_TRAINING_BLOCKS = 8
+HEAD_FAMILY_PREFIX = "head:"
+"""Family of a head's features: ``head:<op>`` (``head:cls_head``)."""
 
 
 class BlockModelError(FbnasError, ValueError):
@@ -128,15 +133,70 @@ def _parse_options(text: str) -> dict[str, Any]:
     return options
 
 
-def key_module(key: str) -> tuple[nn.Module, tuple[int, int, int]]:
-    """The block a key names, built on the ``meta`` device, and its ``(C, H, W)`` input."""
-    op, c, hw, out, stride, options = parse_block_key(key)
+def is_head_key(key: str) -> bool:
+    """Whether ``key`` names a head (its op is a registered head op, not a block op)."""
+    op = key.split("|", 1)[0]
+    return op in HEADS and op not in BLOCKS
+
+
+def parse_head_key(key: str) -> tuple[str, int, tuple[int, int], dict[str, Any]]:
+    """``op|CxHxW|required values[|other options]`` -> (op, in_channels, (h, w), options).
+
+    The inverse of :func:`fbnas.cost.lut.head_key`: the required options are bare JSON
+    values in the op's declared order (``cls_head|1984x7x7|1000``), the others ``k=v``.
+
+    Raises:
+        BlockModelError: not the key of a registered head op.
+    """
+    parts = key.split("|", 3)
+    if len(parts) not in (3, 4) or parts[0] not in HEADS:
+        raise BlockModelError(f"{key!r} is not a head key (op|CxHxW|values[|options] of a "
+                              f"registered head op)")
+    op, shape, values = parts[:3]
+    required = HEADS.get(op).schema.required()
     try:
-        plan = BLOCKS.get(op).plan(c, out, stride, options)
+        c, h, w = (int(v) for v in shape.split("x"))
+        decoded = _parse_values(values)
+        if len(decoded) != len(required):
+            raise ValueError(f"{len(decoded)} values for the required options {required}")
+        options = {**dict(zip(required, decoded, strict=True)),
+                   **(_parse_options(parts[3]) if len(parts) == 4 else {})}
+    except ValueError as exc:
+        raise BlockModelError(f"{key!r} is not a head key ({exc})") from None
+    return op, c, (h, w), options
+
+
+def _parse_values(text: str) -> list[Any]:
+    decoder = json.JSONDecoder()
+    values, i = [], 0
+    while i < len(text):
+        value, end = decoder.raw_decode(text, i)
+        values.append(value)
+        if end < len(text) and text[end] != ",":
+            raise ValueError(f"unexpected {text[end]!r} in values {text!r}")
+        i = end + 1
+    return values
+
+
+def key_module(key: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The block or head a key names, built on the ``meta`` device, and its ``(C, H, W)``
+    input."""
+    if is_head_key(key):
+        op, c, hw, options = parse_head_key(key)
+        what = "head"
+        build = HEADS.get(op).plan
+        args: tuple = (c, options)
+    else:
+        op, c, hw, out, stride, options = parse_block_key(key)
+        what = "block"
+        build = BLOCKS.get(op).plan
+        args = (c, out, stride, options)
+    try:
+        plan = build(*args)
         with torch.device("meta"):
             module = plan.build()
     except (FbnasError, TypeError, ValueError, RuntimeError) as exc:
-        raise BlockModelError(f"{key!r}: the block cannot be built ({exc})") from None
+        raise BlockModelError(f"{key!r}: the {what} cannot be built ({exc})") from None
     return module.eval(), (c, *hw)
 
 
@@ -151,9 +211,15 @@ _EXTRA_OPS = {"HSwish": 3, "HSigmoid": 2, "Swish": 1}
 add, mul, div): each one a dispatch and a pass over the tensor."""
 
 
-def block_features(module: nn.Module, input_shape: Sequence[int], op: str) -> dict[str, Any]:
+def block_features(module: nn.Module, input_shape: Sequence[int], op: str,
+                   family: str | None = None) -> dict[str, Any]:
     """The features of a block (``family`` and :data:`NUMERIC_FEATURES`) on an
-    ``(N, C, H, W)`` input, from one forward pass on the ``meta`` device."""
+    ``(N, C, H, W)`` input, from one forward pass on the ``meta`` device.
+
+    ``family`` defaults to the block op's (:func:`op_family`); a head passes its own
+    (``head:cls_head``). An output without spatial dims (a head's ``(N, K)``) counts as
+    1x1 and stride 1: the head's pooling is in its MACs and bytes, not in a stride.
+    """
     inside_activation = {id(m) for a in module.modules() if type(a).__name__ in _EXTRA_OPS
                          for m in a.modules() if m is not a}
     calls: list[tuple[nn.Module, int, int]] = []
@@ -176,7 +242,7 @@ def block_features(module: nn.Module, input_shape: Sequence[int], op: str) -> di
     out_shape = tuple(output.shape)
     f.update(out_channels=out_shape[1], out_h=out_shape[2] if len(out_shape) > 2 else 1,
              out_w=out_shape[3] if len(out_shape) > 3 else 1)
-    f["stride"] = max(1, round(h / f["out_h"])) if f["out_h"] else 1
+    f["stride"] = max(1, round(h / f["out_h"])) if f["out_h"] and len(out_shape) > 2 else 1
     f["residual"] = float(out_shape == tuple(input_shape))
     hidden = max(c, out_shape[1])
     for mod, n_in, n_out in calls:
@@ -214,7 +280,7 @@ def block_features(module: nn.Module, input_shape: Sequence[int], op: str) -> di
     f["se"] = float(sum(1 for m in module.modules()
                         if "SE" in type(m).__name__ or "Squeeze" in type(m).__name__))
     f = {k: float(v) for k, v in f.items()}
-    f["family"] = op_family(op)
+    f["family"] = family if family is not None else op_family(op)
     return f
 
 
@@ -223,14 +289,22 @@ def _numel(value: Any) -> int:
 
 
 @functools.lru_cache(maxsize=65536)
-def _cached_key_features(key: str, batch: int, registry_version: int) -> FrozenKwargs:
+def _cached_key_features(key: str, batch: int, registry_versions: tuple[int, int]
+                         ) -> FrozenKwargs:
     module, chw = key_module(key)
-    return FrozenKwargs(block_features(module, (batch, *chw), key.split("|", 1)[0]))
+    op = key.split("|", 1)[0]
+    family = HEAD_FAMILY_PREFIX + op if is_head_key(key) else None
+    return FrozenKwargs(block_features(module, (batch, *chw), op, family))
 
 
 def key_features(key: str, batch: int = 1) -> dict[str, Any]:
-    """The features of the block a table key names (memoised per registry state)."""
-    return dict(_cached_key_features(key, batch, BLOCKS.version))
+    """The features of the block or head a table key names (memoised per registry state)."""
+    return dict(_cached_key_features(key, batch, (BLOCKS.version, HEADS.version)))
+
+
+def is_head_family(family: str) -> bool:
+    """Whether a features' ``family`` is a head's (``head:cls_head``)."""
+    return family.startswith(HEAD_FAMILY_PREFIX)
 
 
 # --------------------------------------------------------------------------- regressors
@@ -423,27 +497,55 @@ class BlockLatencyModel:
 
     @functools.cached_property
     def ranges(self) -> dict[str, tuple[float, float]]:
-        """The training range (min, max) of every numeric feature."""
-        return {k: (min(b.features[k] for b in self.blocks),
-                    max(b.features[k] for b in self.blocks)) for k in NUMERIC_FEATURES}
+        """The training range (min, max) of every numeric feature over the training blocks
+        (heads left out when there are blocks: they are checked against
+        :attr:`head_ranges`)."""
+        blocks = [b for b in self.blocks if not is_head_family(b.features["family"])]
+        return _feature_ranges(blocks or self.blocks)
+
+    @functools.cached_property
+    def head_ranges(self) -> dict[str, tuple[float, float]] | None:
+        """The training range of every numeric feature over the training heads; ``None``
+        for a model trained without heads (one that then answers no head key)."""
+        heads = [b for b in self.blocks if is_head_family(b.features["family"])]
+        return _feature_ranges(heads) if heads else None
 
     @functools.cached_property
     def families(self) -> tuple[str, ...]:
         return tuple(sorted({b.features["family"] for b in self.blocks}))
 
+    @property
+    def has_heads(self) -> bool:
+        """Whether the training set holds heads (models fitted before heads were sampled
+        do not, and answer no head key)."""
+        return self.head_ranges is not None
+
     def extrapolation(self, features: Mapping[str, Any]) -> tuple[str, ...]:
-        """The features of a block outside the training ranges, described."""
+        """The features of a block (or head) outside the training ranges of its kind,
+        described."""
         out = []
         if features["family"] not in self.families:
             out.append(f"family {features['family']!r} (trained: {', '.join(self.families)})")
-        for name, (low, high) in self.ranges.items():
+        ranges = self.ranges
+        if is_head_family(features["family"]) and self.head_ranges is not None:
+            ranges = self.head_ranges
+        for name, (low, high) in ranges.items():
             value = features[name]
             if not low - 1e-9 * abs(low) <= value <= high + 1e-9 * abs(high):
                 out.append(f"{name}={value:g} (trained {low:g}-{high:g})")
         return tuple(out)
 
     def predict_features(self, features: Mapping[str, Any]) -> BlockPrediction:
-        """The latency (ms) of a block with these features."""
+        """The latency (ms) of a block with these features.
+
+        Raises:
+            BlockModelError: a head's features, and the model was trained without heads.
+        """
+        if is_head_family(features["family"]) and not self.has_heads:
+            op = features["family"].removeprefix(HEAD_FAMILY_PREFIX)
+            raise BlockModelError(f"the block latency model was fitted without heads, so it "
+                                  f"does not answer the {op!r} head (rebuild its sample with "
+                                  f"--model-sample, which now draws heads, and refit)")
         if self._fitted is None:
             self._refit()
         ms = float(self._fitted.predict([features])[0])
@@ -453,7 +555,8 @@ class BlockLatencyModel:
         """The latency (ms) of the block a table key names, at the model's batch size.
 
         Raises:
-            BlockModelError: the key is no block of a registered op (the head, a removed op).
+            BlockModelError: the key is no block or head of a registered op (a removed op),
+                or a head's and the model was trained without heads.
         """
         return self.predict_features(key_features(key, self.batch))
 
@@ -554,6 +657,11 @@ class BlockLatencyModel:
             raise BlockModelError(f"{source} holds {len(blocks)} training blocks; a model "
                                   f"needs at least {MIN_TRAINING_BLOCKS}")
         return model
+
+
+def _feature_ranges(blocks: Sequence[TrainingBlock]) -> dict[str, tuple[float, float]]:
+    return {k: (min(b.features[k] for b in blocks), max(b.features[k] for b in blocks))
+            for k in NUMERIC_FEATURES}
 
 
 def _training_block(raw: Mapping[str, Any]) -> TrainingBlock:

@@ -46,6 +46,7 @@ from fbnas.cost.block_model import (
     BlockModelError,
     BlockPrediction,
     TrainingBlock,
+    is_head_key,
     key_features,
     model_path,
     positive_or_none,
@@ -76,14 +77,14 @@ class LatencyTableError(FbnasError, ValueError):
 class MissingEntriesError(LatencyTableError):
     """The table has no entry for some blocks of a network; lists their keys."""
 
-    def __init__(self, missing: Sequence[str], what: str = "") -> None:
+    def __init__(self, missing: Sequence[str], what: str = "", note: str = "") -> None:
         self.missing = list(missing)
         shown = "\n  ".join(self.missing[:10])
         more = f"\n  ... ({len(self.missing)} in all)" if len(self.missing) > 10 else ""
         super().__init__(f"the latency table has no entry for {len(self.missing)} block(s)"
                          f"{' of ' + what if what else ''} (measure them with "
                          f"--fill-missing, build the table over this arch, or fit a block "
-                         f"latency model: fbnas lut fit-model):\n  {shown}{more}")
+                         f"latency model: fbnas lut fit-model){note}:\n  {shown}{more}")
 
 
 # --------------------------------------------------------------------------- keys
@@ -400,13 +401,22 @@ class LatencyTable:
             return self.entry_ms(self.entries[key])
         answer = self.model_prediction(key)
         if answer is None:
-            raise MissingEntriesError([key])
+            raise MissingEntriesError([key], note=self._missing_note([key]))
         return answer.ms
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The keys neither the table nor its block latency model answers."""
         return [k for k in dict.fromkeys(keys) if k not in self
                 and self.model_prediction(k) is None]
+
+    def _missing_note(self, missing: Sequence[str]) -> str:
+        """Why a model that is attached still leaves keys missing (heads, for a model
+        fitted before heads were sampled)."""
+        if self.model is None or self.model.has_heads or not any(map(is_head_key, missing)):
+            return ""
+        return ("; the block latency model was fitted without heads (one made before "
+                "--model-sample drew heads): rebuild its sample and refit to have it "
+                "answer heads")
 
     def unmeasured(self, keys: Iterable[str]) -> list[str]:
         """The keys the table holds no (usable) measurement of, model or not."""
@@ -421,8 +431,8 @@ class LatencyTable:
 
     def model_prediction(self, key: str) -> BlockPrediction | None:
         """The model's prediction for ``key``; ``None`` without a model or for keys it
-        cannot describe (the classifier head, an op not registered here). A prediction
-        outside the training ranges is logged once per key."""
+        cannot describe (an op not registered here, a head when the model was trained
+        without heads). A prediction outside the training ranges is logged once per key."""
         if self.model is None:
             return None
         if key not in self._model_answers:
@@ -446,8 +456,8 @@ class LatencyTable:
         return self._model_answers[key]
 
     def training_blocks(self) -> list[TrainingBlock]:
-        """Every measured (not busy) block entry as a model's training block; entries
-        that are no block of a registered op (the classifier head) are left out."""
+        """Every measured (not busy) block and head entry as a model's training block;
+        entries of ops not registered here are left out."""
         blocks = []
         for key, entry in sorted(self.entries.items()):
             if key not in self:
@@ -478,7 +488,7 @@ class LatencyTable:
             arch, resolution, num_classes, self.batch, head=head)
         missing = self.missing(items.keys)
         if missing:
-            raise MissingEntriesError(missing, items.name)
+            raise MissingEntriesError(missing, items.name, self._missing_note(missing))
         per_block, from_model, extrapolated = [], [], []
         for item in items.items:
             name = item.label.split(":", 1)[1]
