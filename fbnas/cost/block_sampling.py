@@ -307,9 +307,13 @@ def sample_blocks(ranges: Sequence[BlockRange | HeadRange], n: int, seed: int = 
     refuses (a channel count it cannot split into its groups) are skipped, and so are the
     keys in ``exclude`` (blocks measured anyway: the networks' own).
 
-    :class:`HeadRange` entries get :func:`head_count` of the ``n`` (a hypercube of their
-    own: channels, spatial size, numeric options), listed after the blocks; heads the
-    ranges cannot fill are not made up by blocks.
+    :class:`HeadRange` entries get :func:`head_count` of the ``n``, listed after the
+    blocks: first the two corners of each range (the smallest head and the largest: every
+    head feature grows with channels, size and classes, so the model's training ranges
+    then span the sampled ranges and only heads outside them are flagged as
+    extrapolated, though a handful of heads is few), then a hypercube of their own
+    (channels, spatial size, numeric options). Heads the ranges cannot fill are not made
+    up by blocks.
     """
     blocks = [r for r in ranges if isinstance(r, BlockRange)]
     heads = [r for r in ranges if isinstance(r, HeadRange)]
@@ -317,21 +321,32 @@ def sample_blocks(ranges: Sequence[BlockRange | HeadRange], n: int, seed: int = 
     out = _hypercube(blocks, n - n_heads, seed,
                      lambda u, i: _sample_item(blocks, u, batch, i), exclude,
                      3 + max((len(r.numeric) for r in blocks), default=0))
+    head_dims = 3 + max((len(r.numeric) for r in heads), default=0)
+    corners = [[(j + 0.5) / len(heads), *[corner] * (head_dims - 1)]
+               for corner in (0.0, 1.0) for j in range(len(heads))]
     out += _hypercube(heads, n_heads, seed,
-                      lambda u, i: _sample_head(heads, u, batch, i), exclude,
-                      3 + max((len(r.numeric) for r in heads), default=0))
+                      lambda u, i: _sample_head(heads, u, batch, i), exclude, head_dims,
+                      corners)
     return out
 
 
 def _hypercube(ranges: Sequence[Any], n: int, seed: int,
                item_at: Callable[[Sequence[float], int], TableItem | None],
-               exclude: Collection[str], dims: int) -> list[TableItem]:
-    """``n`` distinct items ``item_at(u, index)`` at Latin-hypercube points ``u``."""
+               exclude: Collection[str], dims: int,
+               first: Sequence[Sequence[float]] = ()) -> list[TableItem]:
+    """``n`` distinct items ``item_at(u, index)`` at the points ``first``, then at
+    Latin-hypercube points ``u``."""
     from scipy.stats import qmc
 
     if not ranges or n <= 0:
         return []
     items: dict[str, TableItem] = {}
+    for u in first:
+        item = item_at(u, len(items))
+        if item is not None and item.key not in items and item.key not in exclude:
+            items[item.key] = item
+        if len(items) == n:
+            return list(items.values())
     for attempt in range(8):
         sampler = qmc.LatinHypercube(d=dims, seed=seed + attempt, optimization="random-cd")
         for u in sampler.random(n):

@@ -9,6 +9,7 @@ import logging
 from dataclasses import replace
 
 import pytest
+import torch
 
 from fbnas.cost import count_params
 from fbnas.cost.block_model import (
@@ -19,8 +20,17 @@ from fbnas.cost.block_model import (
     key_features,
     model_path,
     parse_block_key,
+    parse_head_key,
 )
-from fbnas.cost.block_sampling import BlockRange, block_ranges, sample_blocks
+from fbnas.cost.block_sampling import (
+    BlockRange,
+    HeadRange,
+    block_ranges,
+    head_count,
+    head_ranges,
+    range_from_dict,
+    sample_blocks,
+)
 from fbnas.cost.latency import DeviceInfo
 from fbnas.cost.lut import (
     LatencyEntry,
@@ -28,6 +38,7 @@ from fbnas.cost.lut import (
     MissingEntriesError,
     arch_items,
     block_key,
+    head_key,
 )
 from fbnas.errors import ConfigError
 
@@ -334,3 +345,144 @@ def test_a_search_space_the_table_does_not_cover_gets_latency_costs(model) -> No
         prediction = table.predict(space.arch_def(choices), num_classes=10)
         assert prediction.model_blocks == ("xif1_0", "xif1_1")
         assert costs.network_cost(choices) == pytest.approx(prediction.predicted_ms)
+
+
+# --------------------------------------------------------------------------- heads
+
+HEAD_RANGES = [HeadRange("cls_head", (16, 256), (2, 8), (2, 8), 8,
+                         numeric={"num_classes": (10, 1000)})]
+
+
+@pytest.fixture(scope="module")
+def head_sample():
+    return sample_blocks(RANGES + HEAD_RANGES, 120, seed=0)
+
+
+@pytest.fixture(scope="module")
+def head_model(head_sample) -> BlockLatencyModel:
+    return BlockLatencyModel.fit(training(head_sample), DeviceInfo.current(), folds=3)
+
+
+def test_head_keys_parse_and_get_hand_computed_features() -> None:
+    from fbnas.arch.spec import HeadSpec
+    from fbnas.builder import FBNetBuilder
+
+    assert parse_head_key("cls_head|1984x3x3|1000") == ("cls_head", 1984, (3, 3),
+                                                        {"num_classes": 1000})
+    trace = FBNetBuilder().trace_head(HeadSpec("cls_head", {"num_classes": 7}), 24, (5, 4))
+    assert parse_head_key(head_key(trace)) == ("cls_head", 24, (5, 4), {"num_classes": 7})
+    head = key_features("cls_head|1984x3x3|1000")  # pool, then a 1x1 conv with bias
+    assert head["family"] == "head:cls_head"
+    assert (head["in_channels"], head["in_h"], head["out_channels"]) == (1984, 3, 1000)
+    assert (head["out_h"], head["stride"], head["kernel"], head["residual"]) == (1, 1, 1, 0)
+    assert head["macs"] == head["macs_pointwise"] == 1984 * 1000 and head["layers"] == 2
+    assert head["params"] == 1984 * 1000 + 1000
+    assert head["bytes"] == 4 * (1984 * 9 + 1984 + 1984 + 1000 + head["params"])
+    for bad, message in (("cls_head|32x8x8", "not a head key"),
+                         ("cls_head|32x8|10", "not a head key"),
+                         ("cls_head|32x8x8|10,20", "2 values for the required options"),
+                         ("ir_k3|8x8x8|8|s1|", "not a head key")):
+        with pytest.raises(BlockModelError, match=message):
+            parse_head_key(bad)
+
+
+def test_samples_include_a_share_of_heads_over_the_head_ranges(head_sample) -> None:
+    assert [head_count(n) for n in (0, 8, 16, 60, 120, 1000)] == [0, 2, 4, 5, 6, 50]
+    assert head_count(10, with_blocks=False) == 10
+    heads = [i for i in head_sample if i.key.startswith("cls_head|")]
+    assert len(head_sample) == 120 and len(heads) == 6
+    assert head_sample[-6:] == heads and heads[0].label == "model_sample:head0"
+    assert [i.key for i in sample_blocks(RANGES + HEAD_RANGES, 120, seed=0)] == [
+        i.key for i in head_sample]
+    # the blocks are the sample of the block ranges alone, one block per head fewer
+    assert [i.key for i in head_sample[:-6]] == [i.key for i in sample_blocks(RANGES, 114)]
+    for item in heads:
+        op, c, (h, w), options = parse_head_key(item.key)
+        assert 16 <= c <= 256 and c % 8 == 0 and 2 <= h == w <= 8
+        assert 10 <= options["num_classes"] <= 1000
+        assert item.input_shape == (1, c, h, w)
+        assert tuple(item.build()(torch.zeros(item.input_shape)).shape) == (
+            1, options["num_classes"])
+    assert len({parse_head_key(i.key)[1] for i in heads}) >= 5  # spread, not one head
+    only_heads = sample_blocks(HEAD_RANGES, 4)
+    assert len(only_heads) == 4 and all(i.key.startswith("cls_head|") for i in only_heads)
+
+
+def test_head_ranges_come_from_the_networks_heads() -> None:
+    wide = {**TINY, "blocks": [[("conv_k3", 8, 2, 1)], [("ir_k3", 48, 1, 2)]]}
+    tiny, other = arch_items(TINY, num_classes=10), arch_items(wide, 64, num_classes=100)
+    [head] = head_ranges([tiny, other])
+    assert (head.op, head.in_channels, head.in_h, head.in_w) == ("cls_head", (32, 48),
+                                                                 (8, 32), (8, 32))
+    assert head.numeric == {"num_classes": (10, 100)} and head.channel_step == 8
+    [widened] = head_ranges([tiny], widen=1.5)
+    assert widened.in_channels == (16, 48) and widened.in_h == (5, 12)
+    assert widened.numeric == {"num_classes": (6, 15)}
+    assert range_from_dict(head.to_dict()) == head
+    assert range_from_dict(RANGES[0].to_dict()) == RANGES[0]
+    with pytest.raises(ConfigError, match="unknown key 'classes'"):
+        range_from_dict({"op": "cls_head", "in_channels": 8, "in_h": 4, "classes": 3})
+    with pytest.raises(ValueError, match="in_h must be 1 <= low <= high"):
+        HeadRange("cls_head", (8, 8), (4, 2), (4, 4))
+
+
+def test_a_model_trained_with_heads_answers_unseen_heads(head_model, head_sample) -> None:
+    assert head_model.has_heads and "head:cls_head" in head_model.families
+    seen = {b.key for b in head_model.blocks}
+    unseen = [i.key for i in sample_blocks(HEAD_RANGES, 12, seed=7) if i.key not in seen]
+    errors = [abs(head_model.predict_key(k).ms / synthetic_ms(key_features(k)) - 1)
+              for k in unseen]
+    assert len(errors) >= 10 and sorted(errors)[int(0.8 * len(errors))] < 0.25
+    assert all(head_model.predict_key(k).extrapolated == () for k in unseen)
+    # heads are checked against the training heads, blocks against the training blocks
+    outside = head_model.predict_key("cls_head|1024x7x7|100").extrapolated
+    assert outside == ("in_channels=1024 (trained 16-256)",
+                       "hidden_channels=1024 (trained 16-1000)")
+    assert head_model.predict_key("cls_head|64x16x16|100").extrapolated[0].startswith(
+        "in_h=16 (trained 2-8)")
+    assert head_model.predict_key("ir_k3|24x16x16|24|s1|expansion=2.5").extrapolated == ()
+    assert any(e.startswith("out_channels=1000 (trained")
+               for e in head_model.predict_key("conv_k3|16x32x32|1000|s1|").extrapolated)
+
+
+def test_the_table_predicts_a_missing_head_with_the_model(head_model, model) -> None:
+    table, keys = partial_table(head_model)
+    del table.entries[keys[-1]]  # the head: cls_head|32x8x8|1000
+    prediction = table.predict(arch_items(TINY))
+    assert prediction.model_blocks == ("xif1_0", "xif1_1", "xif1_2", "xif2_0", "xif2_1",
+                                       "head")
+    assert dict(prediction.block_ms)["head"] == head_model.predict_key(keys[-1]).ms
+    assert not any(e.startswith("head:") for e in prediction.extrapolated)
+    assert table.missing(keys) == []
+    # a head out of the sampled ranges is answered and flagged
+    big = table.predict(arch_items(TINY, num_classes=5000))
+    assert big.model_blocks[-1] == "head"
+    assert big.extrapolated[-1].startswith("head: ")
+    assert "out_channels=5000 (trained 10-1000)" in big.extrapolated[-1]
+    # a model fitted without heads (files from before) leaves the head missing, and says why
+    table.attach_model(model)
+    assert table.missing(keys) == [keys[-1]]
+    with pytest.raises(MissingEntriesError, match="fitted without heads") as error:
+        table.predict(arch_items(TINY))
+    assert error.value.missing == [keys[-1]]
+    with pytest.raises(BlockModelError, match="fitted without heads"):
+        model.predict_key(keys[-1])
+
+
+def test_an_old_model_file_without_heads_still_loads(model, tmp_path) -> None:
+    path = tmp_path / "old.model.json"
+    model.save(path)
+    loaded = BlockLatencyModel.load(path)
+    assert not loaded.has_heads and loaded.head_ranges is None
+    key = "ir_k3|24x16x16|24|s1|expansion=2.5"
+    assert loaded.predict_key(key).ms == model.predict_key(key).ms
+
+
+def test_a_table_with_head_entries_fits_a_model_that_has_seen_heads(head_sample) -> None:
+    table = LatencyTable(DeviceInfo.current())
+    for block in training(head_sample):
+        table.entries[block.key] = LatencyEntry([block.ms], 10)
+    table.entries["no_such_head|8x2x2|3"] = LatencyEntry([0.1], 10)
+    blocks = table.training_blocks()
+    assert len(blocks) == 120 and sum(b.features["family"] == "head:cls_head"
+                                      for b in blocks) == 6
