@@ -141,7 +141,8 @@ def main() -> int:
     settings = BuildSettings(threads=args.threads, rounds=args.rounds, budget_s=0.1)
 
     # 1. training: blocks sampled over the ranges of the training variants, with the
-    # classifier heads (no block the model describes: tables hold them)
+    # networks' classifier heads (held by the table, so never unseen; they train the
+    # model's heads too)
     train_nets = variants(args.train_networks, 0, args.resolution, "train")
     test_nets = variants(args.test_networks, 1000, args.resolution, "test")
     test_nets += [arch_items(name, args.resolution) for name in ZOO]

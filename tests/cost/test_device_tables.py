@@ -397,6 +397,7 @@ def test_model_sample_blocks_travel_to_the_device_and_back(tiny_file: Path, tmp_
     manifest = json.loads((folder / "manifest.json").read_text())
     sampled = [b for b in manifest["blocks"] if b["label"].startswith(SAMPLE_LABEL)]
     assert manifest["source"]["model_sample"] == len(sampled) == 12
+    assert sum(b["key"].startswith("cls_head|") for b in sampled) == 3  # heads travel too
     assert len(manifest["blocks"]) == 6 + len(sampled)
     assert f"({len(sampled)} sampled for a block latency model)" in out
     proc = run_runner(folder, tmp_path / "results.json", "--rounds", "1")
@@ -408,5 +409,5 @@ def test_model_sample_blocks_travel_to_the_device_and_back(tiny_file: Path, tmp_
     assert f"block latency model -> {model_path(lut)}" in out
     table = LatencyTable.load(lut)
     assert table.model is not None and table.model.device == table.device
-    assert len(table.model.blocks) == 5 + len(sampled)  # every block but the head
+    assert len(table.model.blocks) == 6 + len(sampled)  # every block and the head
     assert table.model.device.backend == "onnxruntime"
