@@ -12,9 +12,11 @@ devices without fbnas and imports nothing of it.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 
 class FbnasError(Exception):
@@ -54,3 +56,75 @@ def reject_unknown_keys(data: Mapping[str, Any], cls: type, source: str,
     for key in data:
         if key not in known:
             raise error(f"{source}: unknown key {key!r}{did_you_mean(key, known, n=2)}")
+
+
+def check_field_types(settings: Any, error: type[Exception] = ConfigError) -> None:
+    """Raises ``error`` for the first field of the dataclass instance ``settings`` whose
+    value does not fit its annotation: ``int``, ``float`` (an int is accepted), ``bool``,
+    ``str``, ``None``, ``Literal[...]`` and ``tuple[int, ...]``, alone or in a union.
+
+    Settings read from YAML or JSON arrive untyped; checking them at the constructor names
+    the key (``theta_lr must be float, got '1e-2'``) instead of failing deep in a run. YAML
+    reads ``1e-2`` (no dot) as text, which the message points out.
+    """
+    hints = get_type_hints(type(settings))
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if not _fits(value, hints[f.name]):
+            hint = hints[f.name]
+            raise error(f"{f.name} must be {_describe_type(hint)}, got {value!r}"
+                        f"{_yaml_number_hint(value, hint)}")
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    return get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    for option in _options(hint):
+        origin = get_origin(option)
+        if option is type(None) and value is None:
+            return True
+        if origin is Literal and any(value == v and type(value) is type(v)
+                                     for v in get_args(option)):
+            return True
+        if origin is tuple and isinstance(value, tuple):
+            inner = get_args(option)[0] if get_args(option) else Any
+            if inner is Any or all(_fits(v, inner) for v in value):
+                return True
+        if option is bool and isinstance(value, bool):
+            return True
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option is float and isinstance(value, (int, float)) and not isinstance(
+                value, bool) and math.isfinite(value):
+            return True
+        if option is str and isinstance(value, str):
+            return True
+    return False
+
+
+def _describe_type(hint: Any) -> str:
+    words = []
+    for option in _options(hint):
+        origin = get_origin(option)
+        if origin is Literal:
+            words.append(f"one of {', '.join(map(repr, get_args(option)))}")
+        elif origin is tuple:
+            inner = get_args(option)[0] if get_args(option) else Any
+            words.append(f"a list of {getattr(inner, '__name__', 'values')}s")
+        elif option is type(None):
+            words.append("null")
+        else:
+            words.append(getattr(option, "__name__", str(option)))
+    return " or ".join(words)
+
+
+def _yaml_number_hint(value: Any, hint: Any) -> str:
+    if not isinstance(value, str) or float not in _options(hint):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (YAML reads a number without a dot, such as 1e-2, as text: write 1.0e-2)"

@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # imported where the demo runs, so that CLI start-up stays li
 
 DEMO_SPACE = "fbnet_v1_tiny"
 DEMO_RESOLUTION = 32
+DEMO_CONFIG = "demo"
+"""The built-in search config of the demo's search (``fbnas search dnas --config demo``)."""
 EXPORT_RECORD = "export.json"
 """Beside ``model.onnx``: the checkpoint it was exported from (SHA-256), the file's own
 SHA-256, the export settings and the ONNX Runtime check, so that a re-run can reuse it."""
@@ -96,7 +98,9 @@ def _sha256(path: Path) -> str:
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("fbnas-demo"), show_default=True,
               help="Folder for everything the demo writes.")
-@click.option("--search-epochs", type=click.IntRange(min=2), default=16, show_default=True)
+@click.option("--search-epochs", type=click.IntRange(min=2),
+              help="Search epochs, a quarter of them warm-up (default: the built-in search "
+                   "config demo's, fbnas search dnas --config demo).")
 @click.option("--train-epochs", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--target-share", type=click.FloatRange(0.05, 1.0), default=0.5,
               show_default=True,
@@ -109,7 +113,7 @@ def _sha256(path: Path) -> str:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for latency measurement.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, mode: str,
+def demo(out: Path, search_epochs: int | None, train_epochs: int, target_share: float, mode: str,
          data_spec: str, threads: int, seed: int) -> None:
     """Runs the FBNet flow end to end on the embedded digits data (a few minutes, CPU).
 
@@ -125,7 +129,7 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
     from fbnas.cost.latency import DeviceInfo
     from fbnas.data import open_datasets
     from fbnas.search import get_space
-    from fbnas.search.dnas.search import DNASConfig
+    from fbnas.search.dnas.search import load_search_config
 
     num_classes = open_datasets(data_spec, DEMO_RESOLUTION).num_classes  # a bad spec fails now
     out.mkdir(parents=True, exist_ok=True)
@@ -137,13 +141,14 @@ def demo(out: Path, search_epochs: int, train_epochs: int, target_share: float, 
                f"{DEMO_RESOLUTION}x{DEMO_RESOLUTION})", err=True)
 
     table, costs, target = _latency_table(run, target_share)
-    # A short search: θ needs a larger step than the paper's 0.01 to decide within ~12
-    # search epochs, and τ stops at 1 so that the shared weights keep working for the
-    # sharper samples (annealing to 0.5 in this few epochs collapsed train accuracy).
-    config = DNASConfig(epochs=search_epochs, warmup_epochs=max(1, search_epochs // 4),
-                        mode=mode, batch_size=64, tau_final=1.0, target=target,  # type: ignore
-                        cost="latency", seed=seed, w_lr=0.05, theta_lr=0.2,
-                        resolution=DEMO_RESOLUTION)
+    # The built-in search config 'demo' (fbnas/search/dnas/configs/demo.yaml: a short
+    # search that converges by itself, docs/dnas.md), with this run's epochs, target, seed.
+    config = load_search_config(DEMO_CONFIG)
+    if search_epochs is not None:
+        config = config.replace(epochs=search_epochs,
+                                warmup_epochs=max(1, search_epochs // 4))
+    config = config.replace(mode=mode, target=target, cost="latency", seed=seed,
+                            resolution=DEMO_RESOLUTION)
     result = _search(run, config, table)
     arch_def = json.loads((out / "search" / "arch.json").read_text())["arch_def"]
     train_history = _training(run, arch_def, train_epochs, seed)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,7 +16,16 @@ from fbnas.cli.width import search_width
 from fbnas.cost.latency import DeviceInfo
 from fbnas.cost.lut import BuildSettings, LatencyTable, measure_table
 from fbnas.data import open_datasets
+from fbnas.errors import ConfigError
 from fbnas.search import get_space
+from fbnas.search.dnas.search import (
+    COST_KINDS,
+    DNASConfig,
+    builtin_search_configs,
+    load_search_config,
+    run_search,
+)
+from fbnas.search.dnas.supernet import MODES
 from fbnas.search.space import space_networks
 from fbnas.train.distributed import (
     DistContext,
@@ -94,82 +105,144 @@ def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution:
     return table_
 
 
+DEFAULTS = DNASConfig()
+"""The defaults every setting option shows and falls back to: :class:`DNASConfig`'s."""
+
+
+def _setting(decls: tuple[str, ...], field: str, **kwargs: Any) -> Callable:
+    """A click option for the :class:`DNASConfig` field ``field``: its default (shown in
+    --help) is the field's; given on the command line it overrides --config and --set."""
+    return click.option(*decls, field, default=getattr(DEFAULTS, field), show_default=True,
+                        **kwargs)
+
+
+SETTING_OPTIONS = (
+    _setting(("--cost",), "cost", type=click.Choice(COST_KINDS)),
+    _setting(("--mode",), "mode", type=click.Choice(MODES),
+             help="soft: every candidate runs, Gumbel-softmax weighted; single-path: one "
+                  "sampled candidate per layer and step (with --nproc every process runs "
+                  "the same sampled path)."),
+    _setting(("--epochs",), "epochs", type=click.IntRange(min=1)),
+    _setting(("--warmup-epochs",), "warmup_epochs", type=click.IntRange(min=0)),
+    _setting(("--batch-size",), "batch_size", type=click.IntRange(min=1),
+             help="Global batch, split over the processes."),
+    _setting(("--loss",), "loss_form", type=click.Choice(["mul", "log", "add"]),
+             help="With r = e * cost / cheapest network's cost: mul: CE * alpha * "
+                  "log(r)^beta (the paper); log: alpha * CE * log(r^beta) (the public "
+                  "CIFAR code); add: CE + alpha * (r/e)^beta (NNI)."),
+    _setting(("--alpha",), "alpha", type=float),
+    _setting(("--beta",), "beta", type=float),
+    _setting(("--tau-final",), "tau_final", type=click.FloatRange(min=0, min_open=True),
+             help="Anneal tau from tau0 to this by the last epoch (unset: x tau_decay per "
+                  "search epoch)."),
+    _setting(("--alternate",), "alternate", type=click.Choice(["epoch", "step"])),
+    _setting(("--w-lr",), "w_lr", type=click.FloatRange(min=0, min_open=True),
+             help="SGD learning rate of the weights."),
+    _setting(("--theta-lr",), "theta_lr", type=click.FloatRange(min=0, min_open=True),
+             help="Learning rate of theta (the paper's 0.01 suits ~90 epochs; --config "
+                  "demo has the settings of a short search)."),
+    _setting(("--target-band",), "target_band",
+             type=click.FloatRange(0, 1, min_open=True, max_open=True),
+             help="With a target: derive the argmax if its cost is within this share of "
+                  "the target, else the most probable architecture within it."),
+    _setting(("--resolution", "-r"), "resolution", type=click.IntRange(min=8),
+             help="Input size (default: the space's)."),
+    _setting(("--seed",), "seed", type=int),
+    _setting(("--device",), "device", help="auto (CUDA when present), cpu, cuda, cuda:1..."),
+    _setting(("--amp",), "amp", is_flag=True,
+             help="bfloat16 autocast of the forward passes (CUDA only; ignored on the CPU)."),
+    _setting(("--tensorboard/--no-tensorboard",), "tensorboard",
+             help="Also write RUN/tensorboard/."),
+)
+
+
+def setting_options(command: Callable) -> Callable:
+    """Adds :data:`SETTING_OPTIONS` to a click command (in their order in --help)."""
+    for option in reversed(SETTING_OPTIONS):
+        command = option(command)
+    return command
+
+
+def resolve_config(ctx: click.Context, source: str | None, assignments: Sequence[str],
+                   settings: dict[str, Any], target_ms: float | None,
+                   target_macs: float | None) -> DNASConfig:
+    """The search settings: --config (a file or a built-in name; else the defaults), then
+    --set KEY=VALUE, then the options given on the command line, then the target.
+
+    Raises:
+        click.UsageError: a bad combination of options, or bad settings (named).
+    """
+    given = {name: value for name, value in settings.items()
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if target_ms is not None and target_macs is not None:
+        raise click.UsageError("give at most one of --target-ms and --target-macs")
+    try:
+        base = load_search_config(source).with_overrides(assignments)
+        merged = {**base.to_dict(), **given}
+        if target_ms is not None:
+            if merged["cost"] != "latency":
+                raise click.UsageError("--target-ms needs --cost latency")
+            merged["target"] = target_ms
+        if target_macs is not None:
+            if "cost" in given and given["cost"] != "macs":
+                raise click.UsageError("--target-macs needs --cost macs")
+            merged.update(target=target_macs, cost="macs")
+        if merged["warmup_epochs"] >= merged["epochs"]:
+            raise click.UsageError(
+                f"--warmup-epochs {merged['warmup_epochs']} leaves no search epoch in "
+                f"--epochs {merged['epochs']}: give fewer warm-up epochs (default "
+                f"{DEFAULTS.warmup_epochs}) or more epochs")
+        return DNASConfig.from_dict(merged, "search settings")
+    except ConfigError as exc:  # names the file or option and the key
+        raise click.UsageError(str(exc)) from None
+
+
 @search.command("dnas")
 @click.option("--space", "space_name", required=True,
               help="Search space: a name (fbnas space list) or a .json/.yaml space file "
                    "(fbnas space show NAME --json writes one to start from).")
 @click.option("--data", "-d", "data_spec", required=True, help="Dataset spec, e.g. digits.")
+@click.option("--config", "-c", "config_source", metavar="FILE|NAME",
+              help=f"Search settings: a YAML/JSON file with any DNASConfig keys, or a "
+                   f"built-in config ({', '.join(builtin_search_configs())}). Unset keys "
+                   f"keep the defaults shown below.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting (repeatable), e.g. --set tau0=3 --set topk=[1,3].")
 @click.option("--lut", "lut_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Latency table (default: measured now into RUN/lut.json).")
-@click.option("--cost", type=click.Choice(["latency", "macs", "params"]), default="latency",
-              show_default=True)
 @click.option("--target-ms", type=float, help="Pull the expected latency to this target.")
 @click.option("--target-macs", type=float,
               help="Pull the expected MACs to this target (implies --cost macs).")
-@click.option("--mode", type=click.Choice(["soft", "single-path"]), default="soft",
-              show_default=True,
-              help="soft: every candidate runs, Gumbel-softmax weighted; single-path: one "
-                   "sampled candidate per layer and step (with --nproc every process runs "
-                   "the same sampled path).")
-@click.option("--epochs", type=click.IntRange(min=1), default=90, show_default=True)
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Global batch, split over the processes.")
-@click.option("--loss", "loss_form", type=click.Choice(["mul", "log", "add"]), default="mul",
-              show_default=True,
-              help="With r = e * cost / cheapest network's cost: mul: CE * alpha * "
-                   "log(r)^beta (the paper); log: alpha * CE * log(r^beta) (the public "
-                   "CIFAR code); add: CE + alpha * (r/e)^beta (NNI).")
-@click.option("--alpha", type=float, default=0.2, show_default=True)
-@click.option("--beta", type=float, default=0.6, show_default=True)
-@click.option("--tau-final", type=float,
-              help="Anneal tau from 5 to this by the last epoch (default: x0.956 per epoch).")
-@click.option("--alternate", type=click.Choice(["epoch", "step"]), default="epoch",
-              show_default=True)
-@click.option("--w-lr", type=click.FloatRange(min=0, min_open=True), default=0.1,
-              show_default=True, help="SGD learning rate of the weights.")
-@click.option("--theta-lr", type=click.FloatRange(min=0, min_open=True), default=0.01,
-              show_default=True,
-              help="Adam learning rate of theta (the paper's 0.01 suits ~90 epochs; short "
-                   "searches need ~0.1-0.2 for theta to decide).")
-@click.option("--target-band", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.05, show_default=True,
-              help="With a target: derive the argmax if its cost is within this share of "
-                   "the target, else the most probable architecture within it.")
-@click.option("--resolution", "-r", type=click.IntRange(min=8),
-              help="Input size (default: the space's).")
+@setting_options
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for latency measurement.")
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue RUN/last.pt.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Run N data-parallel processes on this machine (via torchrun; on CUDA "
                    "one GPU each).")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when present), cpu, cuda, cuda:1...")
-@click.option("--amp", is_flag=True,
-              help="bfloat16 autocast of the forward passes (CUDA only; ignored on the CPU).")
-@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
-              help="Also write RUN/tensorboard/.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder (RUN below).")
 @click.pass_context
-def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: Path | None,
-                cost: str, target_ms: float | None, target_macs: float | None, mode: str,
-                epochs: int, warmup_epochs: int, batch_size: int, loss_form: str, alpha: float,
-                beta: float, tau_final: float | None, alternate: str, w_lr: float,
-                theta_lr: float, target_band: float, resolution: int | None,
-                threads: int, seed: int, resume: bool, nproc: int | None, device: str,
-                amp: bool, tensorboard: bool, out: Path) -> None:
+def search_dnas(ctx: click.Context, space_name: str, data_spec: str, config_source: str | None,
+                assignments: tuple[str, ...], lut_path: Path | None, target_ms: float | None,
+                target_macs: float | None, threads: int, resume: bool, nproc: int | None,
+                out: Path, **settings: Any) -> None:
     """Searches a space with FBNetV1's Gumbel-softmax supernet and a cost-aware loss.
 
-    Writes RUN/metrics.jsonl (per epoch: losses, accuracy, tau, theta entropy, expected
-    cost; also in RUN/tensorboard/), RUN/theta.json, RUN/last.pt (the previous one kept as
-    RUN/last.prev.pt), RUN/best.pt (the epoch whose argmax path validated best), the plots
-    RUN/theta.png (theta per layer over epochs) and RUN/curves.png (cost, accuracy, tau,
-    entropy), and the derived RUN/arch.json plus architectures sampled from the final
-    distribution under RUN/samples/ — arch files every other command accepts (fbnas train
-    RUN/arch.json ..., fine-tuned from the supernet with --init-from-supernet RUN).
+    Settings: --config (a file or a built-in name: paper, the FBNetV1 paper's schedule;
+    demo, a short search that converges on digits), then --set KEY=VALUE, then the options
+    below; every other setting keeps DNASConfig's default (shown). The resolved settings
+    are saved in RUN/search_config.json.
+
+    Writes RUN/metrics.jsonl (per epoch and pass: the search loss, the task loss, the cost
+    term and the target pull; accuracy (top-k of the config's topk), tau, theta entropy,
+    expected cost; also in RUN/tensorboard/), RUN/theta.json, RUN/last.pt (the previous
+    one kept as RUN/last.prev.pt), RUN/best.pt (the epoch whose argmax path validated
+    best), the plots RUN/theta.png (theta per layer over epochs) and RUN/curves.png (cost,
+    accuracy, tau, entropy), and the derived RUN/arch.json plus architectures sampled from
+    the final distribution under RUN/samples/ — arch files every other command accepts
+    (fbnas train RUN/arch.json ..., fine-tuned from the supernet with --init-from-supernet
+    RUN).
 
     Devices: --device auto searches on this machine's GPU when CUDA is present (--amp:
     bfloat16 autocast there); the architecture samples are drawn on the CPU, so a GPU
@@ -184,37 +257,14 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
     any number of processes.
     """
     keep_freed_memory()  # steps reuse freed activation memory: fbnas.train.memory
-    from fbnas.search.dnas.search import DNASConfig, run_search
-
     if nproc is not None and nproc > 1:
         relaunch_under_torchrun(ctx, ["search", "dnas"], nproc, None)
-    if target_ms is not None and target_macs is not None:
-        raise click.UsageError("give at most one of --target-ms and --target-macs")
-    explicit_cost = ctx.get_parameter_source("cost") is not click.core.ParameterSource.DEFAULT
-    if target_ms is not None and cost != "latency":
-        raise click.UsageError("--target-ms needs --cost latency")
-    if target_macs is not None:
-        if explicit_cost and cost != "macs":
-            raise click.UsageError("--target-macs needs --cost macs")
-        cost = "macs"
     if (out / "last.pt").exists() and not resume:
         raise click.UsageError(f"{out} already holds a search (last.pt); pass --resume to "
                                f"continue it or choose another --out")
-    target = target_ms if target_ms is not None else target_macs
-    if warmup_epochs >= epochs:
-        raise click.UsageError(f"--warmup-epochs {warmup_epochs} leaves no search epoch in "
-                               f"--epochs {epochs}: give fewer warm-up epochs (default 10) or "
-                               f"more epochs")
-    try:
-        config = DNASConfig(epochs=epochs, warmup_epochs=warmup_epochs,  # type: ignore
-                            mode=mode, batch_size=batch_size, loss_form=loss_form,  # type: ignore
-                            alpha=alpha, beta=beta, target=target, tau_final=tau_final,
-                            alternate=alternate, cost=cost, resolution=resolution,  # type: ignore
-                            seed=seed, w_lr=w_lr, theta_lr=theta_lr, target_band=target_band,
-                            device=device, amp=amp, tensorboard=tensorboard)
-    except ValueError as exc:  # a bad combination of options, named by the settings check
-        raise click.UsageError(str(exc)) from None
-    context = init_distributed(resolve_device(device, DistContext()).type)
+    config = resolve_config(ctx, config_source, assignments, settings, target_ms, target_macs)
+    cost, resolution, target = config.cost, config.resolution, config.target
+    context = init_distributed(resolve_device(config.device, DistContext()).type)
     try:
         table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,
                                open_datasets(data_spec, resolution).num_classes)
@@ -235,8 +285,8 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
     plot_search_curves(result.history, out / "curves.png", target)
     last = result.history[-1]
     unit = "ms" if cost == "latency" else cost
-    click.echo(f"searched {epochs} epochs: val top-1 of the argmax path {last['val_top1']:.1%}, "
-               f"theta entropy {last['entropy']:.2f}, expected cost "
+    click.echo(f"searched {config.epochs} epochs: val top-1 of the argmax path "
+               f"{last['val_top1']:.1%}, theta entropy {last['entropy']:.2f}, expected cost "
                f"{human(last['expected_cost'])} {unit}")
     rows = [[i, name] for i, name in enumerate(result.choice_names)]
     click.echo(table(["layer", "derived block"], rows, align_right=[True, False]))
@@ -246,8 +296,8 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, lut_path: P
     if last["entropy"] > UNDECIDED * most:
         click.echo(f"note: theta is still undecided (entropy {last['entropy']:.2f} of at most "
                    f"{most:.2f} nats): the derived architecture is little better than a "
-                   f"random draw; search longer, or raise --theta-lr (0.1-0.2 for short "
-                   f"searches)", err=True)
+                   f"random draw; search longer, or see --config demo for the settings of "
+                   f"a short search", err=True)
     record = json.loads((out / "arch.json").read_text())
     extra = f", predicted {record['predicted_ms']:.2f} ms" if "predicted_ms" in record else ""
     if record["derived"] != "argmax":

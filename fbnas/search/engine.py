@@ -170,6 +170,18 @@ class DerivesWithinBand(Protocol):
         ...
 
 
+@runtime_checkable
+class PricesDistribution(Protocol):
+    """A supernet that prices its architecture distribution differentiably: a cost loss
+    that pulls the *expected* cost to a target (``CostLoss(pull_on="expected")``) needs it.
+    """
+
+    def expected_cost_tensor(self) -> torch.Tensor:
+        """The cost expected under :meth:`SearchableModel.probabilities`: a scalar tensor,
+        differentiable in the architecture parameters, on their device."""
+        ...
+
+
 SEARCHABLE_MEMBERS = tuple([*SearchableModel.__annotations__,
                             *(name for name, value in vars(SearchableModel).items()
                               if callable(value) and not name.startswith("_"))])
@@ -199,7 +211,9 @@ class EngineConfig:
         alternate: the weight and θ passes follow each other per ``epoch`` or per ``step``.
         tau0, tau_decay, tau_final: the temperature schedule (:class:`TauSchedule`).
         w_lr, w_momentum, w_weight_decay: SGD of the weights, cosine over all epochs.
-        theta_lr, theta_weight_decay: Adam of the architecture parameters.
+        theta_optimizer, theta_lr, theta_weight_decay, theta_momentum: the optimiser of the
+            architecture parameters: ``adam`` (the paper's; betas (0.9, 0.999)) or ``sgd``
+            (with ``theta_momentum``).
         target_band: with a cost target, derive the argmax when its cost is within ±band of
             the target, else the most probable architecture within the band (None: always
             the argmax).
@@ -224,6 +238,8 @@ class EngineConfig:
     w_weight_decay: float = 1e-4
     theta_lr: float = 0.01
     theta_weight_decay: float = 5e-4
+    theta_optimizer: Literal["adam", "sgd"] = "adam"
+    theta_momentum: float = 0.9
     target_band: float | None = 0.05
     num_samples: int = 5
     seed: int = 0
@@ -245,6 +261,15 @@ class EngineConfig:
                               f"{self.batch_size} and {self.num_samples}")
         if self.alternate not in ("epoch", "step"):
             raise ConfigError(f"alternate must be 'epoch' or 'step', got {self.alternate!r}")
+        if self.theta_optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"theta_optimizer must be 'adam' or 'sgd', got "
+                              f"{self.theta_optimizer!r}")
+        for name in ("w_lr", "theta_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("w_momentum", "theta_momentum", "w_weight_decay", "theta_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "engine settings"
@@ -335,6 +360,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+_STATS = 5
+"""Sums per pass before the task's metrics: search loss, task loss, cost term, target pull
+(each times the images), images."""
+
+
+def _theta_optimizer(params: list[nn.Parameter], config: EngineConfig) -> torch.optim.Optimizer:
+    if config.theta_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.theta_lr, momentum=config.theta_momentum,
+                               weight_decay=config.theta_weight_decay)
+    return torch.optim.Adam(params, lr=config.theta_lr, weight_decay=config.theta_weight_decay)
 
 
 def _split(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -429,8 +466,11 @@ class SearchEngine:
                                      weight_decay=config.w_weight_decay)
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt,
                                                                   T_max=config.epochs)
-        self.theta_opt = torch.optim.Adam(self.model.arch_parameters(), lr=config.theta_lr,
-                                          weight_decay=config.theta_weight_decay)
+        self.theta_opt = _theta_optimizer(self.model.arch_parameters(), config)
+        if cost_loss.needs_expected_cost and not isinstance(self.model, PricesDistribution):
+            raise ConfigError(f"the cost loss pulls the expected cost to the target "
+                              f"(pull_on='expected'), but {type(self.model).__name__} has no "
+                              f"expected_cost_tensor(); use pull_on='sample'")
         self.sampler = ArchSampler(config.seed + 1)
         self.best_score = -math.inf
         self.best_epoch = 0
@@ -480,8 +520,9 @@ class SearchEngine:
         """One epoch's weight pass (and θ pass after warm-up).
 
         Returns:
-            (2, 2 + metrics) float64 sums over all ranks: per pass (weights, θ) the search
-            loss, the images, then the task's metric sums (weight pass only).
+            (2, 5 + metrics) float64 sums over all ranks: per pass (weights, θ) the search
+            loss, the task loss, the cost term and the target pull (each times the batch's
+            images), the images, then the task's metric sums (weight pass only).
         """
         config, context = self.config, self.context
         search_epoch = epoch - config.warmup_epochs
@@ -499,7 +540,7 @@ class SearchEngine:
                     plan.append(("theta", t_batches[i]))
         else:
             plan = [("w", b) for b in w_batches] + [("theta", b) for b in t_batches]
-        stats = torch.zeros(2, 2 + len(self.task.metric_names), dtype=torch.float64,
+        stats = torch.zeros(2, _STATS + len(self.task.metric_names), dtype=torch.float64,
                             device=self.device)
         for done, (kind, (x, y, share)) in enumerate(plan, 1):
             self.step(kind, x, y, share, tau, stats)
@@ -526,7 +567,10 @@ class SearchEngine:
             outputs, cost = model(x, sample)
             task_loss = (self.task.loss(outputs, y) if weights
                          else self.task.arch_loss(outputs, y))
-            loss = self.cost_loss(task_loss, cost)
+            expected = model.expected_cost_tensor() if self.cost_loss.needs_expected_cost \
+                else None
+            terms = self.cost_loss.terms(task_loss, cost, expected)
+            loss = terms.total
         optimizer = self.w_opt if weights else self.theta_opt
         optimizer.zero_grad(set_to_none=True)
         params = model.weight_parameters() if weights else model.arch_parameters()
@@ -535,11 +579,12 @@ class SearchEngine:
         optimizer.step()
         row = stats[0 if weights else 1]
         count = x.shape[0]
-        row[0] += loss.detach().to(torch.float64) * count
-        row[1] += count
-        if weights:
-            with torch.no_grad():
-                row[2:] += self.task.metric_sums(outputs, y)
+        with torch.no_grad():
+            parts = torch.stack([terms.total, terms.task, terms.cost, terms.target])
+            row[:4] += parts.detach().to(torch.float64) * count
+            row[4] += count
+            if weights:
+                row[_STATS:] += self.task.metric_sums(outputs, y)
 
     # ----------------------------------------------------------------- epoch end
 
@@ -570,7 +615,11 @@ class SearchEngine:
         """(the metrics line of an epoch, the task's score of its validation metrics).
 
         ``train_loss``/``theta_loss`` are the search loss (task loss with the cost) of the
-        weight/θ pass; ``train_<metric>`` the task's metrics over the weight pass;
+        weight/θ pass, ``train_task_loss``/``theta_task_loss`` its task loss,
+        ``..._cost_term`` its cost term (the factor of ``mul``/``log``, the addend of
+        ``add``) and ``..._target_term`` the pull to the target (0 without one), each the
+        pass's mean (None for the θ pass of a warm-up epoch); ``train_<metric>`` the task's
+        metrics over the weight pass;
         ``val_<metric>`` those of the derived architecture on the validation set; then the
         architecture distribution: entropy, expected cost, the derived architecture
         (``argmax``) and its cost, the probabilities.
@@ -578,14 +627,18 @@ class SearchEngine:
         model, config = self.model, self.config
         choice = model.derive()
         val = self.validate(choice)
-        (w_loss, w_seen, *w_sums), (t_loss, t_seen, *_) = stats.tolist()
-        train = self.task.metrics(torch.tensor(w_sums, dtype=torch.float64), int(w_seen))
+        w_row, t_row = stats.tolist()
+        w_seen, t_seen = w_row[4], t_row[4]
+        train = self.task.metrics(torch.tensor(w_row[_STATS:], dtype=torch.float64),
+                                  int(w_seen))
+        parts = ("loss", "task_loss", "cost_term", "target_term")
         record = {
             "epoch": epoch + 1, "phase": "warm-up" if epoch < config.warmup_epochs else "search",
             "tau": tau, "lr": self.w_opt.param_groups[0]["lr"],
-            "train_loss": w_loss / max(1, w_seen),
+            **{f"train_{part}": w_row[i] / max(1, w_seen) for i, part in enumerate(parts)},
             **{f"train_{name}": value for name, value in train.items() if name != "loss"},
-            "theta_loss": t_loss / t_seen if t_seen else None,
+            **{f"theta_{part}": t_row[i] / t_seen if t_seen else None
+               for i, part in enumerate(parts)},
             **{f"val_{name}": value for name, value in val.items()},
             "entropy": float(model.entropy()), "expected_cost": model.expected_cost(),
             "argmax_cost": model.choice_cost(choice), "cost_unit": model.cost_unit,

@@ -8,7 +8,8 @@ other. The DNAS supernet is built from the same definitions.
 
 FBNetV1 (Wu et al. 2019, Table 1 and 2): 22 searchable layers, 9 candidates each
 (``ir_k{3,5}`` with expansion 1/3/6, the grouped ``_g2`` shuffle variants at expansion 1,
-and ``skip``), 9^22 ≈ 1e21 architectures.
+and ``skip``), 9^22 ≈ 1e21 architectures. Every candidate but ``skip`` has its 1x1
+expansion conv, as in the paper (:func:`_fbnet_v1_candidates`).
 """
 
 from __future__ import annotations
@@ -363,11 +364,22 @@ def _stages_from_data(stages: Any, part: str, where: _Where
 
 
 def _fbnet_v1_candidates() -> tuple[Candidate, ...]:
+    """The 9 blocks of FBNet's Table 2, as the paper builds them.
+
+    The paper's inverted residual (and the maskrcnn-benchmark code behind it) always has
+    its 1x1 expansion conv, also at expansion 1 and in the group-2 blocks (grouped
+    1x1 -> shuffle -> depthwise -> grouped 1x1). fbnas's builder follows the reference
+    (mobile-vision) rule instead, which drops the expansion conv when the hidden width
+    equals the input width, so the 4 expansion-1 candidates say ``always_pw``. The zoo's
+    FBNet models keep the reference's blocks; expansion 3 and 6 are the same either way
+    and keep their plain options (and so their latency-table keys).
+    """
     candidates = []
+    paper_e1 = {"expansion": 1, "always_pw": True}
     for k in (3, 5):
-        candidates.append(Candidate(f"ir_k{k}_e1", f"ir_k{k}", FrozenKwargs({"expansion": 1})))
+        candidates.append(Candidate(f"ir_k{k}_e1", f"ir_k{k}", FrozenKwargs(paper_e1)))
         candidates.append(Candidate(f"ir_k{k}_s2", f"ir_k{k}_g2",
-                                    FrozenKwargs({"expansion": 1, "pwl_groups": 2})))
+                                    FrozenKwargs({**paper_e1, "pwl_groups": 2})))
         candidates.append(Candidate(f"ir_k{k}_e3", f"ir_k{k}", FrozenKwargs({"expansion": 3})))
         candidates.append(Candidate(f"ir_k{k}_e6", f"ir_k{k}", FrozenKwargs({"expansion": 6})))
     candidates.append(Candidate("skip", "skip"))

@@ -28,7 +28,7 @@ from fbnas.cost.lut import (
     measure_table,
 )
 from fbnas.search.dnas import CostLoss, Supernet, layer_costs
-from fbnas.search.dnas.search import DNASConfig, run_search
+from fbnas.search.dnas.search import DNASConfig, read_search_config, run_search
 from fbnas.search.space import Candidate, LayerChoice, SearchSpace
 
 SPACE = "fbnet_v1_cifar"
@@ -140,12 +140,20 @@ def test_saved_settings_with_an_unknown_key_name_it_and_the_closest_setting() ->
         DNASConfig.from_dict({**saved, "tau_0": 2.0}, "run.json")
 
 
-def test_settings_saved_before_the_engine_read_with_the_new_keys_defaulted() -> None:
-    """search_config.json written before ``device``, ``amp`` and ``tensorboard`` existed."""
+def test_settings_saved_before_the_engine_read_with_the_new_keys_defaulted(tmp_path) -> None:
+    """search_config.json written before ``device``, ``amp`` and ``tensorboard`` (and the
+    settings of issue 14) existed: such a run searched on the CPU, as it resumes."""
+    new_keys = ("device", "amp", "tensorboard", "theta_optimizer", "theta_momentum",
+                "target_form", "pull_on", "topk")
     old = {k: v for k, v in dataclasses.asdict(DNASConfig(epochs=3, warmup_epochs=1)).items()
-           if k not in ("device", "amp", "tensorboard")}
-    config = DNASConfig.from_dict(old)
+           if k not in new_keys}
+    path = tmp_path / "search_config.json"
+    path.write_text(json.dumps({"space": SPACE, "data": "digits", **old}))
+    run, config = read_search_config(path)
+    assert run == {"space": SPACE, "data": "digits"}
     assert (config.device, config.amp, config.tensorboard) == ("cpu", False, True)
+    assert (config.theta_optimizer, config.target_form, config.pull_on, config.topk) == (
+        "adam", "square", "sample", (1,))
     engine = config.engine_config()
     assert (engine.epochs, engine.warmup_epochs, engine.tau_final) == (3, 1, None)
     assert config.tau_at(2) == engine.schedule().tau_at(2) == pytest.approx(5.0 * 0.956**2)

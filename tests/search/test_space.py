@@ -26,6 +26,47 @@ def test_fbnet_v1_has_the_paper_macro_architecture() -> None:
                       + [(184, 1)] * 3 + [(352, 1)])
 
 
+@pytest.mark.parametrize("name", ["fbnet_v1", "fbnet_v1_cifar", "fbnet_v1_tiny"])
+def test_fbnet_v1_candidates_are_the_papers_blocks(name) -> None:
+    """FBNet Table 2: every inverted residual has its 1x1 expansion conv (C_in -> e*C_in,
+    groups g), a shuffle when g = 2, the depthwise conv, and the grouped 1x1 projection —
+    also at expansion 1, where the reference builder would drop the expansion conv."""
+    from fbnas.search.space import candidate_traces
+
+    space = get_space(name)
+    layers, _, _, _ = candidate_traces(space, space.input_size)
+    for index in (0, 1, len(layers) - 1):  # 16 -> 16 at stride 1, 16 -> 24 at stride 2, last
+        for candidate, trace in zip(space.layers[index].candidates, layers[index],
+                                    strict=True):
+            if candidate.name == "skip":
+                continue
+            plan, c_in = trace.plan, trace.in_channels
+            expansion, groups = int(candidate.name[-1]) if candidate.name[-2] == "e" else 1, (
+                2 if candidate.name.endswith("_s2") else 1)
+            assert plan.pw is not None, (index, candidate.name)
+            pw = plan.pw.conv
+            assert (pw.in_channels, pw.out_channels, pw.kernel_size, pw.groups) == (
+                c_in, c_in * expansion, (1, 1), groups), (index, candidate.name)
+            assert plan.shuffle_groups == groups
+            assert plan.dw.conv.kernel_size == (int(candidate.name[4]),) * 2
+            assert plan.dw.conv.groups == c_in * expansion
+            assert plan.pwl.conv.groups == groups
+            assert plan.pwl.conv.out_channels == space.layers[index].out_channels
+
+
+def test_zoo_fbnet_blocks_keep_the_reference_rule() -> None:
+    """The zoo's FBNet models are built as the reference builds them: an expansion-1 block
+    has no expansion conv there (the search spaces add it, the zoo does not)."""
+    from fbnas.builder import FBNetBuilder
+    from fbnas.zoo import get_arch_def
+
+    spec = unify_arch_def(get_arch_def("fbnet_a"))
+    traces = FBNetBuilder().trace(spec, resolution=224)
+    e1 = [t for t in traces if t.spec.op.startswith("ir_k")
+          and t.spec.kwargs.get("expansion") == 1 and not t.spec.kwargs.get("always_pw")]
+    assert e1 and all(t.plan.pw is None for t in e1)
+
+
 def test_sampled_arch_is_an_ordinary_arch_def() -> None:
     space = get_space("fbnet_v1")
     choices = space.sample(random.Random(3))
@@ -39,8 +80,10 @@ def test_sampled_arch_is_an_ordinary_arch_def() -> None:
             assert block.op == "skip"
         elif name.endswith("_s2"):
             assert block.op == name[:5] + "_g2" and block.kwargs["pwl_groups"] == 2
+            assert block.kwargs["always_pw"] is True
         else:
             assert block.op == ops[name[:5]] and block.kwargs["expansion"] == int(name[-1])
+            assert block.kwargs.get("always_pw", False) is (name.endswith("_e1"))
     assert space.sample(random.Random(3)) == choices
 
 

@@ -3,6 +3,8 @@ weights, single-path leaves unsampled candidates alone."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,11 +181,13 @@ def test_single_path_runs_one_block_and_leaves_the_others_without_gradients(
 @pytest.mark.parametrize("train", [False, True])
 def test_derived_subnet_loads_the_supernet_weights_and_computes_the_same(
         fbnet: Supernet, train: bool) -> None:
-    net = fbnet
+    # In float64: in training mode a batch of 2 on 2x2 maps makes BN amplify float32
+    # rounding (channels-last supernet vs contiguous network) past any fixed tolerance.
+    net = copy.deepcopy(fbnet).double()
     space = get_space(SPACE)
-    x = torch.randn(2, 3, RES, RES)
+    x = torch.randn(2, 3, RES, RES, dtype=torch.float64)
     for choices in ([0, 1, 2, 3, 4, 5, 6, 7, 8] * 3)[:22], list(range(8, -1, -1)) * 2 + [8] * 4:
-        model = build_model(net.arch_def(choices), num_classes=10)
+        model = build_model(net.arch_def(choices), num_classes=10).double()
         model.load_state_dict(subnet_state_dict(net, choices))  # strict: every key matches
         weights = torch.zeros_like(net.theta)
         weights[torch.arange(22), torch.tensor(choices)] = 1.0
@@ -191,7 +195,7 @@ def test_derived_subnet_loads_the_supernet_weights_and_computes_the_same(
         net.train(train)
         with torch.no_grad():
             expected, _ = net(x, weights=weights, indices=choices)
-            torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(model(x), expected, rtol=1e-9, atol=1e-10)
         assert len(space.choice_names(choices)) == 22
     with pytest.raises(ArchDefError, match="22 searchable layers"):
         subnet_state_dict(net, [0, 1])

@@ -10,26 +10,44 @@ what ``search_config.json`` and ``arch.json`` record.
 ``DNASConfig(target=T)`` pulls the expected cost to T (:class:`fbnas.search.cost_loss.CostLoss`)
 and derives within ``target_band`` of it (:mod:`fbnas.search.derive`); ``mode`` picks the
 soft mixture of the paper or the single path; ``device``/``amp`` run it on a GPU.
+
+Settings are data: :func:`load_search_config` reads a YAML/JSON file or a built-in config
+shipped in ``fbnas/search/dnas/configs/`` (``paper``: the FBNetV1 paper's schedule;
+``demo``: the short search of ``fbnas demo``), with every :class:`DNASConfig` field.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from fbnas.arch.errors import ArchDefError
-from fbnas.errors import reject_unknown_keys
-from fbnas.search.cost_loss import CostLoss, LossForm
+from fbnas.errors import ConfigError, check_field_types, did_you_mean, reject_unknown_keys
+from fbnas.io import YAML_SUFFIXES
+from fbnas.search.cost_loss import CostLoss, LossForm, PullOn, TargetForm
 from fbnas.search.derive import ARGMAX
-from fbnas.search.dnas.supernet import CostKind, LayerCosts, Mode, Supernet, layer_costs
+from fbnas.search.dnas.supernet import (
+    MODES,
+    CostKind,
+    LayerCosts,
+    Mode,
+    Supernet,
+    layer_costs,
+)
 from fbnas.search.engine import EngineConfig, Progress, SearchEngine
 from fbnas.search.run_folder import CONFIG_FILE, RunFolder
 from fbnas.search.space import SearchSpace, get_space
 from fbnas.tasks.classification import ClassificationTask
 from fbnas.train.distributed import DistContext
+
+COST_KINDS: tuple[CostKind, ...] = ("latency", "macs", "params")
 
 
 @dataclass(frozen=True)
@@ -37,8 +55,11 @@ class DNASConfig:
     """Search settings (defaults from the FBNetV1 paper and its public implementations).
 
     The engine's part (epochs, batches, τ, the optimisers, the seed, the device) maps onto
-    :class:`fbnas.search.engine.EngineConfig` (:meth:`engine_config`); the rest is DNAS's:
-    the mode, the cost and its loss, the input resolution.
+    :class:`fbnas.search.engine.EngineConfig` (:meth:`engine_config`); the cost loss's
+    (form, alpha, beta, the target and its pull) onto
+    :class:`fbnas.search.cost_loss.CostLoss`; the rest is DNAS's: the mode, the cost kind,
+    the input resolution, the reported top-k accuracies (``topk``: ``(1, 3)`` logs
+    ``val_top3`` too; 1 is always among them, it scores ``best.pt``).
     """
 
     epochs: int = 90
@@ -51,6 +72,9 @@ class DNASConfig:
     w_weight_decay: float = 1e-4
     theta_lr: float = 0.01
     theta_weight_decay: float = 5e-4
+    theta_optimizer: Literal["adam", "sgd"] = "adam"
+    theta_momentum: float = 0.9
+    """Momentum of ``theta_optimizer: sgd`` (Adam ignores it)."""
     tau0: float = 5.0
     tau_decay: float = 0.956
     tau_final: float | None = None
@@ -60,14 +84,21 @@ class DNASConfig:
     beta: float = 0.6
     target: float | None = None
     target_weight: float = 1.0
+    target_form: TargetForm = "square"
+    """The pull to the target: ``square`` (weight * log(c/T)^2) or ``abs`` (weight *
+    |log(c/T)|)."""
+    pull_on: PullOn = "sample"
+    """The cost the pull acts on: ``sample`` (the step's sampled cost) or ``expected`` (the
+    distribution's, Σ softmax(θ)·cost)."""
     target_band: float | None = 0.05
     """With a target: derive the argmax when its cost is within ±band of the target, else
     the most probable architecture within the band (None: always the plain argmax)."""
     cost: CostKind = "latency"
     num_samples: int = 5
     resolution: int | None = None
+    topk: tuple[int, ...] = (1,)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``..."""
     amp: bool = False
     """bfloat16 autocast on CUDA (ignored, with a warning, on the CPU)."""
@@ -75,18 +106,74 @@ class DNASConfig:
     """Also write TensorBoard scalars into the run folder."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.topk, list):  # from YAML or JSON
+            object.__setattr__(self, "topk", tuple(self.topk))
+        check_field_types(self)
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.cost not in COST_KINDS:
+            raise ConfigError(f"cost must be one of {', '.join(COST_KINDS)}, got "
+                              f"{self.cost!r}")
+        if 1 not in self.topk or min(self.topk) < 1 or len(set(self.topk)) != len(self.topk):
+            raise ConfigError(f"topk must be distinct ks >= 1 including 1 (val_top1 scores "
+                              f"best.pt), got {list(self.topk)}")
+        if self.resolution is not None and self.resolution < 8:
+            raise ConfigError(f"resolution must be >= 8, got {self.resolution}")
         self.engine_config()  # checks the engine's settings
+        self.cost_loss(1.0)  # and the cost loss's
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "DNAS settings") -> DNASConfig:
-        """Builds the settings from plain data (a run's search_config.json; runs written
-        before ``device``, ``amp`` and ``tensorboard`` existed get their defaults).
+    def from_dict(cls, data: Mapping[str, Any], source: str = "DNAS settings") -> DNASConfig:
+        """Builds the settings from plain data (a config file, a run's search_config.json;
+        keys it lacks get their defaults, so runs written before a setting existed read).
 
         Raises:
-            ValueError: an unknown key (named, with the closest settings), or a bad value.
+            ConfigError: ``source`` and an unknown key (with the closest settings), or a bad
+                value.
         """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: search settings must be a mapping of keys to "
+                              f"values, got {type(data).__name__}")
         reject_unknown_keys(data, cls, source)
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data (JSON- and YAML-ready; ``topk`` as a list)."""
+        out = asdict(self)
+        out["topk"] = list(self.topk)
+        return out
+
+    def replace(self, **changes: Any) -> DNASConfig:
+        """A copy with ``changes`` applied and checked (an unknown key is named)."""
+        return self.from_dict({**asdict(self), **changes}, "override")
+
+    def with_overrides(self, assignments: Sequence[str], source: str = "--set") -> DNASConfig:
+        """Applies ``key=value`` strings, values read as YAML scalars (``theta_lr=0.1``,
+        ``tau_final=null``, ``topk=[1,3]``).
+
+        Raises:
+            ConfigError: a string without ``=``, an unknown key, or a bad value.
+        """
+        changes: dict[str, Any] = {}
+        for text in assignments:
+            key, sep, raw = text.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{source} {text!r}: expected KEY=VALUE")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+            changes[key.strip()] = value
+        return self.from_dict({**asdict(self), **changes}, source)
+
+    def cost_loss(self, cheapest: float) -> CostLoss:
+        """The cost-aware loss of these settings, for a space whose cheapest network costs
+        ``cheapest``."""
+        return CostLoss(cheapest, self.loss_form, self.alpha, self.beta, self.target,
+                        self.target_weight, self.target_form, self.pull_on)
 
     def engine_config(self) -> EngineConfig:
         """The engine's settings among these."""
@@ -113,21 +200,66 @@ class SearchResult:
     """The trained supernet (e.g. for :func:`fbnas.search.dnas.subnet_state_dict`)."""
 
 
+CONFIG_SUFFIXES = (".json", *YAML_SUFFIXES)
+
+
+def builtin_search_configs() -> list[str]:
+    """Names of the search configs shipped in ``fbnas/search/dnas/configs``."""
+    folder = resources.files("fbnas.search.dnas") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_search_config(source: str | os.PathLike | None) -> DNASConfig:
+    """Search settings from a YAML/JSON file or a built-in config name (``paper``,
+    ``demo``; :func:`builtin_search_configs`); ``None`` gives the defaults. Keys the file
+    lacks keep :class:`DNASConfig`'s defaults. Read with ``yaml.safe_load``: no code runs.
+
+    Raises:
+        ConfigError: neither a file nor a built-in name (listing them, with the closest),
+            invalid YAML, or bad settings (naming the file and the key).
+    """
+    if source is None:
+        return DNASConfig()
+    path = Path(source)
+    if path.is_file():
+        text, label = path.read_text(encoding="utf-8"), str(path)
+    elif str(source) in builtin_search_configs():
+        folder = resources.files("fbnas.search.dnas") / "configs"
+        text = (folder / f"{source}.yaml").read_text(encoding="utf-8")
+        label = f"search config {str(source)!r}"
+    else:
+        known = builtin_search_configs()
+        what = ("no such file" if str(source).lower().endswith(CONFIG_SUFFIXES)
+                else "neither a file nor a built-in search config")
+        raise ConfigError(f"search config {str(source)!r}: {what} (built-in: "
+                          f"{', '.join(known)}){did_you_mean(str(source), known)}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label}: invalid YAML: {exc}") from None
+    return DNASConfig.from_dict(data or {}, label)
+
+
 SEARCH_CONFIG = CONFIG_FILE
+SAVED_BEFORE: dict[str, Any] = {"device": "cpu", "theta_optimizer": "adam",
+                                "target_form": "square", "pull_on": "sample", "topk": [1]}
+"""What a run saved before these settings existed searched with (where today's default
+differs or may): a resumed old run goes on as it began."""
 _RUN_KEYS = ("space", "space_def", "data", "num_classes", "world_size")
 """Keys of ``search_config.json`` beside the :class:`DNASConfig` fields."""
 
 
 def read_search_config(path: str | os.PathLike) -> tuple[dict[str, Any], DNASConfig]:
     """Reads a run's ``search_config.json``: (space, space_def, data, num_classes,
-    world_size), config.
+    world_size), config. Settings the file predates get the values the run searched with
+    (:data:`SAVED_BEFORE`), not today's defaults.
 
     Raises:
         ValueError: an unknown key (naming it), or a bad value.
     """
     saved = json.loads(Path(path).read_text())
     run = {k: saved.pop(k) for k in _RUN_KEYS if k in saved}
-    return run, DNASConfig.from_dict(saved, str(path))
+    return run, DNASConfig.from_dict({**SAVED_BEFORE, **saved}, str(path))
 
 
 def searched_space(run: dict[str, Any], source: str) -> SearchSpace:
@@ -209,7 +341,7 @@ def run_search(
     data = open_datasets(data_spec, resolution)  # opens files only; its class count sizes
     # the task's head, whose cost is part of every network's. Accuracies as fractions:
     # metrics.jsonl's format predates the task seam.
-    task = ClassificationTask(data.num_classes, topk=(1,), percent=False)
+    task = ClassificationTask(data.num_classes, topk=config.topk, percent=False)
     costs = layer_costs(space, config.cost, table, resolution, head=task.head_spec)
     if config.target is not None and config.target < costs.cheapest:
         raise ArchDefError(f"target {config.target:g} {costs.unit} is below the cheapest "
@@ -217,15 +349,14 @@ def run_search(
     out = Path(out_dir)
     if resume and RunFolder(out).has_checkpoint():
         _check_same_space(out, space)
-    criterion = CostLoss(costs.cheapest, config.loss_form, config.alpha, config.beta,
-                         config.target, config.target_weight)
+    criterion = config.cost_loss(costs.cheapest)
     engine = SearchEngine(
         lambda: Supernet(space, costs, num_classes=data.num_classes, resolution=resolution,
                          mode=config.mode, head=task.head_spec),
         task, data, config.engine_config(), criterion, context)
     run_config = {"space": space.name, "space_def": space.to_dict(), "data": data_spec,
                   "num_classes": data.num_classes, "world_size": context.world_size,
-                  **asdict(config)}
+                  **config.to_dict()}
     result = engine.run(out, resume, progress, run_config,
                         _describe(space, costs, table, data.num_classes))
     return SearchResult(out, result.choice, space.choice_names(result.choice),

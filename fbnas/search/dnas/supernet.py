@@ -16,8 +16,9 @@ accumulated along the forward pass; it is differentiable in θ because table ent
 constants.
 
 :class:`Supernet` follows the search engine's :class:`fbnas.search.engine.SearchableModel`
-(a sample is a :class:`PathSample`, a choice one candidate index per layer) and
-:class:`fbnas.search.engine.DerivesWithinBand` (its costs add up over layers).
+(a sample is a :class:`PathSample`, a choice one candidate index per layer),
+:class:`fbnas.search.engine.DerivesWithinBand` (its costs add up over layers) and
+:class:`fbnas.search.engine.PricesDistribution` (its expected cost is differentiable).
 """
 
 from __future__ import annotations
@@ -345,13 +346,21 @@ class Supernet(nn.Module):
     def cost_unit(self) -> str:
         return self.costs.unit
 
+    def expected_cost_tensor(self) -> torch.Tensor:
+        """Σ_l Σ_i softmax(θ)_{l,i} cost_{l,i} plus the fixed part, differentiable in θ (a
+        float32 scalar on θ's device): the cost the distribution expects, which a target
+        pull with ``pull_on="expected"`` acts on (the forward pass's cost uses the sampled
+        weights instead)."""
+        p = self.probabilities()
+        cost = self.theta.new_tensor(self.costs.fixed)
+        for i, layer in enumerate(self.layers):
+            cost = cost + (p[i, : len(layer.costs)] * layer.costs).sum()
+        return cost
+
     def expected_cost(self) -> float:
-        """Σ_l Σ_i softmax(θ)_{l,i} cost_{l,i} plus the fixed part: the cost the search
-        expects (the forward pass's cost uses the sampled weights instead)."""
-        p = self.probabilities().detach()
-        return self.costs.fixed + sum(
-            float((p[i, : len(layer.costs)] * layer.costs).sum())
-            for i, layer in enumerate(self.layers))
+        """:meth:`expected_cost_tensor` as a number (for the logs)."""
+        with torch.no_grad():
+            return float(self.expected_cost_tensor())
 
     def choice_cost(self, choices: Sequence[int]) -> float:
         return self.costs.network_cost(choices)
