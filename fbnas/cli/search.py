@@ -89,6 +89,21 @@ def ensure_table(space_name: str, lut_path: Path | None, out: Path, resolution: 
     return table_
 
 
+def _say_model_share(table_: LatencyTable, space_name: str, resolution: int | None,
+                     num_classes: int) -> None:
+    """Says how many of the space's candidate blocks the block latency model prices (the
+    table answers the others), so a search on predicted latencies is never silent."""
+    if table_.model is None:
+        return
+    nets, _ = space_networks(get_space(space_name), resolution, 1, 0, num_classes)
+    keys = list(dict.fromkeys(k for n in nets for k in n.keys))
+    modelled = [k for k in table_.unmeasured(keys) if k not in table_.missing([k])]
+    if modelled:
+        click.echo(f"latency costs: {len(modelled)} of {len(keys)} distinct blocks of the "
+                   f"space predicted by the block latency model, the rest measured",
+                   err=True)
+
+
 def _shared_table(space_name: str, lut_path: Path | None, out: Path, resolution: int | None,
                   threads: int, cost: str, context: DistContext,
                   num_classes: int = 1000) -> LatencyTable | None:
@@ -266,8 +281,11 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, config_sour
     cost, resolution, target = config.cost, config.resolution, config.target
     context = init_distributed(resolve_device(config.device, DistContext()).type)
     try:
+        num_classes = open_datasets(data_spec, resolution).num_classes
         table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,
-                               open_datasets(data_spec, resolution).num_classes)
+                               num_classes)
+        if table_ is not None and context.is_main:
+            _say_model_share(table_, space_name, resolution, num_classes)
         progress = SearchProgress() if context.is_main else None
         try:
             result = run_search(space_name, data_spec, config, out, table_, resume, progress,
