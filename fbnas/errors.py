@@ -58,6 +58,30 @@ def reject_unknown_keys(data: Mapping[str, Any], cls: type, source: str,
             raise error(f"{source}: unknown key {key!r}{did_you_mean(key, known, n=2)}")
 
 
+def parse_assignments(assignments: Iterable[str], source: str = "--set",
+                      error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict, values read as YAML scalars (``lr=0.1``,
+    ``tau_final=null``, ``topk=[1,3]``; text that is not YAML stays a string): what every
+    ``--set`` of the CLI takes.
+
+    Raises:
+        error: a string without ``=`` or with an empty key, naming ``source``.
+    """
+    import yaml
+
+    changes: dict[str, Any] = {}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise error(f"{source} {text!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        changes[key.strip()] = value
+    return changes
+
+
 def check_field_types(settings: Any, error: type[Exception] = ConfigError) -> None:
     """Raises ``error`` for the first field of the dataclass instance ``settings`` whose
     value does not fit its annotation: ``int``, ``float`` (an int is accepted), ``bool``,

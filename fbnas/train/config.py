@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_type_hints
 import yaml
 
 from fbnas.data.transforms import AugmentConfig
-from fbnas.errors import FbnasError, reject_unknown_keys
+from fbnas.errors import FbnasError, parse_assignments, reject_unknown_keys
 
 OptimizerName = Literal["sgd", "rmsproptf", "adamw"]
 ScheduleName = Literal["cosine", "step", "constant"]
@@ -180,16 +180,7 @@ class TrainConfig:
         Raises:
             RecipeError: a string without ``=``, an unknown key, or a bad value.
         """
-        changes: dict[str, Any] = {}
-        for text in assignments:
-            key, sep, raw = text.partition("=")
-            if not sep or not key.strip():
-                raise RecipeError(f"--set {text!r}: expected KEY=VALUE")
-            try:
-                value = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError:
-                value = raw
-            changes[key.strip()] = value
+        changes = parse_assignments(assignments, "--set", RecipeError)
         data = {**self.to_dict(), **changes}
         return self.from_dict(data, "--set")
 

@@ -29,7 +29,13 @@ from typing import Any, Literal
 import yaml
 
 from fbnas.arch.errors import ArchDefError
-from fbnas.errors import ConfigError, check_field_types, did_you_mean, reject_unknown_keys
+from fbnas.errors import (
+    ConfigError,
+    check_field_types,
+    did_you_mean,
+    parse_assignments,
+    reject_unknown_keys,
+)
 from fbnas.io import YAML_SUFFIXES
 from fbnas.search.cost_loss import CostLoss, LossForm, PullOn, TargetForm
 from fbnas.search.derive import ARGMAX
@@ -157,16 +163,7 @@ class DNASConfig:
         Raises:
             ConfigError: a string without ``=``, an unknown key, or a bad value.
         """
-        changes: dict[str, Any] = {}
-        for text in assignments:
-            key, sep, raw = text.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"{source} {text!r}: expected KEY=VALUE")
-            try:
-                value = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError:
-                value = raw
-            changes[key.strip()] = value
+        changes = parse_assignments(assignments, source)
         return self.from_dict({**asdict(self), **changes}, source)
 
     def cost_loss(self, cheapest: float) -> CostLoss:
