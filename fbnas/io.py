@@ -43,6 +43,22 @@ def read_json_or_yaml(path: Path) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def read_json_file(path: str | os.PathLike, what: str, error: type[Exception],
+                   remedy: str = "") -> Any:
+    """The parsed JSON of a file fbnas wrote (a table, a model, a grid), or ``error``
+    naming ``what`` and the path: missing, or corrupted/truncated (with ``remedy``, e.g.
+    "rebuild it", after the parser's message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        hint = f"; {remedy}" if remedy else ""
+        raise error(f"{what} {str(path)!r} is corrupted or truncated ({exc}){hint}") from None
+
+
 def file_mode() -> int:
     """The mode ``open()`` gives a new file now (0666 less the umask).
 

@@ -46,7 +46,7 @@ from fbnas.arch.spec import FrozenKwargs
 from fbnas.blocks import BLOCKS, HEADS
 from fbnas.cost.latency import DeviceInfo
 from fbnas.errors import FbnasError
-from fbnas.io import atomic_write_text
+from fbnas.io import atomic_write_text, read_json_file
 from fbnas.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -595,13 +595,8 @@ class BlockLatencyModel:
                 version, or another batch size than ``batch``.
         """
         path = Path(path)
-        if not path.is_file():
-            raise BlockModelError(f"block latency model {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BlockModelError(f"block latency model {str(path)!r} is corrupted or "
-                                  f"truncated ({exc}); refit it (fbnas lut fit-model)") from None
+        data = read_json_file(path, "block latency model", BlockModelError,
+                              "refit it (fbnas lut fit-model)")
         model = cls.from_dict(data, str(path))
         if batch is not None and model.batch != batch:
             raise BlockModelError(f"block latency model {str(path)!r} was fitted on batch "

@@ -53,7 +53,7 @@ from fbnas.cost.block_model import (
 )
 from fbnas.cost.latency import Backend, DeviceInfo, measure, reference_burst_ms, reference_ms
 from fbnas.errors import FbnasError
-from fbnas.io import atomic_write_text
+from fbnas.io import atomic_write_text, read_json_file
 from fbnas.zoo.model import ArchSource, build_model, resolve_arch
 
 logger = logging.getLogger(__name__)
@@ -541,13 +541,8 @@ class LatencyTable:
         when there is one, is attached to answer the blocks the table lacks.
         """
         path = Path(path)
-        if not path.is_file():
-            raise LatencyTableError(f"latency table {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LatencyTableError(f"latency table {str(path)!r} is corrupted or truncated "
-                                    f"({exc}); rebuild it or restore a copy") from None
+        data = read_json_file(path, "latency table", LatencyTableError,
+                              "rebuild it or restore a copy")
         table = cls.from_dict(data, str(path))
         current = expect or DeviceInfo.current(table.device.backend, table.device.threads,
                                                table.device.device)

@@ -49,7 +49,7 @@ from fbnas.cost.lut import (
     arch_items,
     measure_table,
 )
-from fbnas.io import atomic_write_text
+from fbnas.io import atomic_write_text, read_json_file
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.extract import extract_arch_spec
@@ -195,13 +195,8 @@ class WidthLatencyModel:
             LatencyTableError: missing, corrupted or not a width-latency file.
         """
         path = Path(path)
-        if not path.is_file():
-            raise LatencyTableError(f"width-latency file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LatencyTableError(f"width-latency file {str(path)!r} is corrupted ({exc})"
-                                    ) from None
+        data = read_json_file(path, "width-latency file", LatencyTableError,
+                              "measure it again")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise LatencyTableError(f"{str(path)!r} is not an fbnas width-latency file")
         if data.get("version") != VERSION:
