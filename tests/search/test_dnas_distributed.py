@@ -24,6 +24,7 @@ import sys
 import torch
 import fbnas.search.dnas.search as dnas
 from fbnas.arch.spec import FrozenKwargs
+import fbnas.cli.search as cli_search
 from fbnas.cli.main import main
 from fbnas.search.space import SPACES, Candidate, LayerChoice, SearchSpace
 from fbnas.train.distributed import init_distributed
@@ -55,7 +56,8 @@ def run_and_dump(*args, **kwargs):
     return result
 
 
-dnas.run_search = run_and_dump  # the CLI imports it from the module when it runs
+dnas.run_search = run_and_dump
+cli_search.run_search = run_and_dump  # the CLI calls the name it imported
 for job in json.loads(sys.argv[1]):
     dump = job["dump"]
     if "cli" in job:
