@@ -69,6 +69,18 @@ SETTINGS: dict[str, dict] = {
     "expected_tau05": {"pull_on": "expected", "tau_final": 0.5},
     "expected_sgd": {"pull_on": "expected", "theta_optimizer": "sgd", "theta_lr": 5.0},
     "sample_w5": {"target_weight": 5.0},
+    "expected_tau02": {"pull_on": "expected", "tau_final": 0.2},
+    "expected_abs_tau02": {"pull_on": "expected", "target_form": "abs", "tau_final": 0.2},
+    "expected_abs_w3_tau02": {"pull_on": "expected", "target_form": "abs",
+                              "target_weight": 3.0, "tau_final": 0.2},
+    "expected_w5_tau02": {"pull_on": "expected", "target_weight": 5.0, "tau_final": 0.2},
+    "expected_lr05_tau02": {"pull_on": "expected", "theta_lr": 0.5, "tau_final": 0.2},
+    "expected_step_tau02": {"pull_on": "expected", "alternate": "step", "tau_final": 0.2},
+    "sample_tau02": {"tau_final": 0.2},
+    "expected_w5_lr05_tau02": {"pull_on": "expected", "target_weight": 5.0,
+                               "theta_lr": 0.5, "tau_final": 0.2},
+    "expected_w5_lr1_tau02": {"pull_on": "expected", "target_weight": 5.0,
+                              "theta_lr": 1.0, "tau_final": 0.2},
 }
 """Overrides of :data:`OLD_DEMO`, one cause at a time (docs/dnas.md, "Does the demo's
 search converge?")."""
