@@ -43,8 +43,12 @@ ResultCallback = Callable[[CandidateJob, CandidateResult], None]
 ExecutorKind = Literal["local", "ray"]
 StartMethod = Literal["forkserver", "spawn"]
 
-WORKER_PRELOAD = ("fbnas.search.jointnas.executor", "fbnas.data", "fbnas.train")
-"""What the forkserver imports once for every worker it forks."""
+WORKER_PRELOAD = ("fbnas.search.jointnas.executor", "fbnas.data", "fbnas.train",
+                  "timm.optim", "timm.scheduler", "timm.utils", "timm.data", "timm.loss",
+                  "sklearn.datasets", "sklearn.model_selection")
+"""What the forkserver imports once for every worker it forks: fbnas's training and the
+libraries it imports lazily on a first job (scikit-learn for digits, timm's optimizers:
+seconds each on a loaded machine)."""
 EXECUTOR_KINDS: tuple[str, ...] = ("local", "ray")
 
 READY = "ready"
