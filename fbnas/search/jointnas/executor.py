@@ -35,7 +35,14 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Literal, Protocol
 
 from fbnas.errors import ConfigError, FbnasError
-from fbnas.search.jointnas.candidate import CandidateJob, CandidateResult, train_candidate
+from fbnas.search.jointnas.candidate import (
+    OUT_OF_MEMORY,
+    CandidateJob,
+    CandidateResult,
+    describe_exception,
+    one_line,
+    train_candidate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +68,11 @@ RAY_EXTRA_MESSAGE = "--executor ray needs the ray extra: pip install 'fbnas[ray]
 class WorkerStartError(FbnasError, RuntimeError):
     """A local worker process died before it could train anything (a broken environment,
     a main script the spawned process cannot re-import): no candidate is blamed for it."""
+
+
+class RayTaskFailed(FbnasError, RuntimeError):
+    """A Ray task raised instead of returning a result: the nodes' environment is broken
+    (fbnas not importable there), not the candidate."""
 
 
 class Executor(Protocol):
@@ -443,7 +455,9 @@ class RayExecutor:
     ``ray start --address HEAD:6379`` on the others; every node needs fbnas and the data
     installed); without, it starts a local instance on 127.0.0.1 and stops it on
     :meth:`close`. A task whose worker dies is not retried (``max_retries=0``): the
-    candidate is recorded as failed with Ray's reason, like a local worker's death.
+    candidate is recorded as failed with Ray's reason, like a local worker's death (Ray's
+    memory monitor killing it: "out of memory"). A task that raises (it never does for a
+    candidate: an unimportable fbnas on a node) is :class:`RayTaskFailed`.
 
     Args:
         address: ``auto``, ``HOST:PORT``, or ``None`` for a local instance.
@@ -523,14 +537,23 @@ class RayExecutor:
         return [r for r in results if r is not None]
 
     def _result(self, ref: Any, job: CandidateJob, started: float) -> CandidateResult:
+        """The task's result; a dead worker is a failed candidate, a task that raised is
+        an error of the set-up (the task itself never raises for a candidate)."""
         ray = self._ray
         try:
             return CandidateResult.from_dict(ray.get(ref))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise RayTaskFailed(
+                f"a Ray task failed before it could train candidate {job.key[:12]}: "
+                f"{describe_exception(cause)} (is fbnas installed on every node, and the "
+                f"data there?)") from None
         except ray.exceptions.RayError as exc:
-            text = str(exc).strip().splitlines()
-            reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-            return CandidateResult.failure(job.key, f"ray task failed ({reason})",
-                                           time.monotonic() - started)
+            if "OutOfMemory" in type(exc).__name__:
+                reason = OUT_OF_MEMORY
+            else:
+                reason = f"ray worker died ({type(exc).__name__}: {one_line(str(exc))})"
+            return CandidateResult.failure(job.key, reason, time.monotonic() - started)
 
     def close(self) -> None:
         """Shuts down the local Ray instance if this executor started it."""

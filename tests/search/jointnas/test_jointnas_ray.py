@@ -6,13 +6,18 @@ import time
 from pathlib import Path
 
 import pytest
-from jointexec_helpers import broken_job, process_children, tiny_job
+from jointexec_helpers import DATA, RECIPE, TINY_ARCH, broken_job, process_children, tiny_job
 
-from fbnas.search.jointnas.candidate import train_candidate
-from fbnas.search.jointnas.executor import RayExecutor, make_executor
+from fbnas.search.jointnas.candidate import CandidateJob, train_candidate
+from fbnas.search.jointnas.executor import RayExecutor, RayTaskFailed, make_executor
 from fbnas.search.jointnas.store import ResultsStore, run_jobs
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'fbnas[ray]'")
+
+
+class UnreadableJob(CandidateJob):
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "bogus": 1}
 
 
 def test_ray_trains_candidates_stores_them_and_leaves_nothing_behind(
@@ -37,6 +42,9 @@ def test_ray_trains_candidates_stores_them_and_leaves_nothing_behind(
         # the same numbers as here with the same thread count
         assert results[0].metrics == train_candidate(tiny_job(0), threads=2).metrics
         assert len(store) == 3 and len(store.results("ray")) == 2
+        # a task that raises (here: a job the worker cannot read) is the set-up's error
+        with pytest.raises(RayTaskFailed, match="unknown key 'bogus'"):
+            executor.run([UnreadableJob(TINY_ARCH, RECIPE, DATA)])
     finally:
         executor.close()
     assert not ray.is_initialized()
