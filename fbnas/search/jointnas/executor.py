@@ -139,6 +139,9 @@ def _worker_main(conn: Connection, device: str, threads: int, parent_pid: int) -
     import fbnas.data  # noqa: F401 - what training needs, imported before READY so that
     import fbnas.train  # noqa: F401 - a job's time (and timeout) is training, not imports
 
+    # Ctrl-C is the search process's to handle (it stops the batch; close() or its exit
+    # ends the workers): N workers printing N KeyboardInterrupt tracebacks helps nobody.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -299,7 +302,8 @@ class LocalExecutor:
         An exception from ``on_result`` (or Ctrl-C) stops the batch and propagates; results
         delivered before it stay delivered. Workers still training are left to finish
         (their results are dropped) so the pool stays warm for the next batch; ``close``
-        kills them. (A Ctrl-C in a terminal reaches the workers too and ends them.)
+        (or the search process's exit) kills them. Workers ignore SIGINT: a Ctrl-C is the
+        search process's to handle.
         """
         if self._closed:
             raise ConfigError("this LocalExecutor is closed")

@@ -44,6 +44,7 @@ def test_two_workers_train_and_record_failures(pool: LocalExecutor) -> None:
     assert results[1].error.startswith("build model: ArchDefError")
     assert results[3].error == "NaN loss at epoch 1"
     assert len(pool.worker_pids) == 2 and os.getpid() not in pool.worker_pids
+    assert set(pool.worker_pids) <= {pid for pid, _ in process_children()}  # the helper sees them
     # the same numbers as training here: a worker is only a place to run train_candidate
     assert results[0].metrics == train_candidate(tiny_job(0)).metrics
 
