@@ -1,0 +1,1 @@
+"""FBNetV3 JointNAS: architecture + training-recipe search with an accuracy predictor."""
