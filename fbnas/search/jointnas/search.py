@@ -44,7 +44,7 @@ from fbnas.io import atomic_write, atomic_write_text, read_json_or_yaml
 from fbnas.search.jointnas.candidate import CandidateJob
 from fbnas.search.jointnas.coarse import CoarseConfig, CoarseResult, CoarseSearch
 from fbnas.search.jointnas.cost import Constraints, PopulationCost
-from fbnas.search.jointnas.executor import make_executor
+from fbnas.search.jointnas.executor import Executor, make_executor
 from fbnas.search.jointnas.fine import FineConfig, best_feasible, run_fine
 from fbnas.search.jointnas.predictor import AccuracyPredictor, PredictorConfig
 from fbnas.search.jointnas.space import JointSpace, load_joint_space
@@ -320,8 +320,12 @@ class JointNASResult:
 
 
 def run_jointnas(config: JointNASConfig, out: str | Path,
-                 progress: Callable[[str], None] | None = None) -> JointNASResult:
+                 progress: Callable[[str], None] | None = None,
+                 executor: Executor | None = None) -> JointNASResult:
     """Runs the whole search into ``out`` (see the module docstring); resumes from it.
+
+    ``executor`` replaces the one the settings name (it is closed at the end all the
+    same): an already started Ray executor, or any object with ``run`` and ``close``.
 
     Raises:
         ConfigError: bad settings, a run folder of other settings, infeasible
@@ -334,12 +338,20 @@ def run_jointnas(config: JointNASConfig, out: str | Path,
     space = open_space(config)
     cost = open_cost(space, config)
     constraints = config.constraints()
-    out.mkdir(parents=True, exist_ok=True)
+    # Infeasible constraints are found before anything is started or written.
+    CoarseSearch(space, cost, constraints, config.data, lambda jobs: [], config.coarse,
+                 config.predictor, config.seed).pool(0)
     _check_run_folder(out, config)
+    out.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(out / STORE_FILE)
+    try:
+        if executor is None:
+            executor = make_executor(config.executor, config.workers, config.address,
+                                     threads=config.threads, timeout_s=config.timeout_s)
+    except BaseException:
+        store.close()
+        raise
     atomic_write_text(out / SETTINGS_FILE, _settings_text(config))
-    executor = make_executor(config.executor, config.workers, config.address,
-                             threads=config.threads, timeout_s=config.timeout_s)
     try:
         def train(jobs: list[CandidateJob]) -> list:
             return run_jobs(executor, store, jobs)
