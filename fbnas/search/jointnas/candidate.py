@@ -216,8 +216,9 @@ def train_candidate(job: CandidateJob, device: str = "cpu", threads: int = 1,
     non-finite training loss ("NaN loss at epoch k"). An out-of-memory error anywhere is
     "out of memory" (and the CUDA cache is emptied so the worker can go on).
 
-    Deterministic for a job on CPU: the model is initialised from ``torch.manual_seed(seed)``
-    and the trainer seeds data order and augmentation from the recipe's seed.
+    Deterministic for a job and a thread count on CPU: the model is initialised from
+    ``torch.manual_seed(seed)`` and the trainer seeds data order and augmentation from the
+    seed (another thread count sums floats in another order: the last digits differ).
 
     Args:
         job: what to train.

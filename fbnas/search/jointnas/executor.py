@@ -112,6 +112,9 @@ def _worker_main(conn: Connection, device: str, threads: int, parent_pid: int) -
     parent is gone (a killed search must not leave workers training for nobody)."""
     import torch
 
+    import fbnas.data  # noqa: F401 - what training needs, imported before READY so that
+    import fbnas.train  # noqa: F401 - a job's time (and timeout) is training, not imports
+
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -190,7 +193,8 @@ class LocalExecutor:
         device: where candidates train.
         threads: torch threads per worker.
         timeout_s: a job running longer has its worker killed and is recorded as failed
-            ("timed out after T s").
+            ("timed out after T s"); counted from when the worker starts the job (not
+            from its own start-up: importing torch takes seconds).
     """
 
     def __init__(self, workers: int = 1, *, device: str = "cpu", threads: int = 1,
@@ -307,7 +311,8 @@ class LocalExecutor:
                     pass  # died after all: handled below with its exit code
                 else:
                     if message == READY:
-                        worker.ready = True
+                        # the job's time counts from here, not from the worker's start-up
+                        worker.ready, worker.started = True, time.monotonic()
                         continue
                     got_index, data = message
                     assert got_index == index
@@ -336,7 +341,8 @@ class LocalExecutor:
                 finished.append((index, CandidateResult.failure(
                     jobs[index].key, message, now - worker.started)))
                 self._retire(worker, kill=True)
-            elif self.timeout_s is not None and now - worker.started > self.timeout_s:
+            elif (self.timeout_s is not None and worker.ready
+                  and now - worker.started > self.timeout_s):
                 message = f"timed out after {self.timeout_s:g} s"
                 if worker.abandoned:
                     self._retire(worker, kill=True)
@@ -349,8 +355,10 @@ class LocalExecutor:
     def _wait_timeout(self, busy: Sequence[_Worker]) -> float | None:
         if self.timeout_s is None or not busy:
             return None
-        oldest = min(w.started for w in busy)
-        return max(0.05, self.timeout_s - (time.monotonic() - oldest) + 0.05)
+        started = [w.started for w in busy if w.ready]
+        if not started:
+            return None  # a READY message wakes the wait
+        return max(0.05, self.timeout_s - (time.monotonic() - min(started)) + 0.05)
 
     def close(self) -> None:
         """Stops the workers (idle ones exit cleanly, busy ones are killed)."""

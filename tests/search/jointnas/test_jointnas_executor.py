@@ -80,8 +80,17 @@ def test_a_worker_that_dies_fails_its_job_and_the_pool_goes_on(pool: LocalExecut
     assert results[1].key == slow.key
 
 
-def test_close_leaves_no_process(pool: LocalExecutor) -> None:
-    pool.run([tiny_job(30)])
+def test_timeout_kills_the_job_then_close_leaves_no_process(pool: LocalExecutor) -> None:
+    # One worker is left from the test above: the slow job takes it, the quick one gets a
+    # new worker; the slow one is killed at its timeout. Then close stops the idle workers.
+    pool.timeout_s = 4.0
+    try:
+        slow, quick = pool.run([tiny_job(31, epochs=400), tiny_job(30)])
+    finally:
+        pool.timeout_s = None
+    assert (slow.status, slow.error) == ("failed", "timed out after 4 s")
+    assert 4.0 <= slow.seconds < 30 and quick.status == "ok"
+    assert len(pool.worker_pids) == 1
     pool.close()
     assert process_children() == []
     with pytest.raises(ConfigError, match="closed"):
