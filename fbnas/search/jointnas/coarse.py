@@ -303,7 +303,7 @@ class CoarseSearch:
                    f"against the full {full_epochs}; using the best found, {best['epochs']} "
                    f"epochs ({config.calibration_metric} "
                    f"{best[config.calibration_metric]:.3f})")
-        logger.warning("%s", message)
+        logger.info("%s", message)  # the progress line says it to the user
         return int(best["epochs"]), full_epochs, table, message
 
     # ----------------------------------------------------------------- the stage

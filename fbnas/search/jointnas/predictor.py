@@ -15,8 +15,8 @@ the accuracy head trained at ``head_lr``; then everything trained at ``lr`` deca
 zero (cosine). Every refit starts from the pretrained weights, so a round's refit does not
 depend on the previous round's.
 
-Accuracies are standardised on the training labels by their median and MAD (the Huber
-threshold is then in robust standard deviations); :meth:`AccuracyPredictor.predict`
+Accuracies are standardised on the training labels by their median and a robust spread
+(the Huber threshold is in those units); :meth:`AccuracyPredictor.predict`
 returns accuracies.
 """
 
@@ -193,11 +193,13 @@ class AccuracyPredictor:
                               f"count, got {len(samples)} and {len(accuracies)}")
         config = self.config
         self.net.load_state_dict(self._pretrained)
-        # Robust standardisation (median, MAD): a few diverged candidates must not squash
-        # the others' spread into the Huber loss's quadratic zone.
+        # Centre on the median, scale by the larger of the robust spread (MAD) and half the
+        # standard deviation: a few diverged candidates must not squash the others into
+        # the Huber loss's quadratic zone, and a history mostly at chance level (MAD ~ 0)
+        # must not blow the few good ones up to hundreds of units.
         self.target_mean = float(np.median(accuracies))
         mad = 1.4826 * float(np.median(np.abs(accuracies - self.target_mean)))
-        self.target_std = mad or float(accuracies.std()) or 1.0
+        self.target_std = max(mad, 0.5 * float(accuracies.std())) or 1.0
         target = torch.from_numpy(((accuracies - self.target_mean) / self.target_std)
                                   .astype(np.float32))
         arch, recipe = self._inputs(samples)
