@@ -141,7 +141,8 @@ class PopulationCost:
         builder = self._builder()
         spec = unify_arch_def({"blocks": [[entry]], "basic_args": self.space.basic_args})
         (trace,) = builder.trace(spec, dim_in=dim_in, resolution=hw)
-        ms = self._ms(block_key(trace, builder.basic_args)) if self.latency else 0.0
+        ms = (self._ms(block_key(trace, builder.basic_args)) if self.latency is not None
+              else 0.0)
         return trace.cost.params, trace.cost.macs, ms
 
     def _value(self, pos: int, index: int) -> Any:

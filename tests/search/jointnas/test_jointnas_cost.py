@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from fbnas.cost import arch_cost
+from fbnas.cost.latency import DeviceInfo
+from fbnas.cost.lut import LatencyTable
 from fbnas.search.evolution import InfeasibleConstraintError
 from fbnas.search.jointnas.cost import (
     Constraints,
@@ -63,3 +66,37 @@ def test_infeasible_constraints_give_the_pool_range() -> None:
         check_feasible(Constraints(max_macs=1000), costs, "the Sobol pool")
     with pytest.raises(Exception, match="--max-ms must be > 0"):
         Constraints(max_ms=0)
+
+
+class _KeyedTable(LatencyTable):
+    """A table answering every key with a value made from the key (no device needed),
+    counting lookups."""
+
+    def __init__(self) -> None:
+        super().__init__(DeviceInfo.current())
+        self.lookups = 0
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def lookup(self, key: str) -> float:
+        self.lookups += 1
+        return (int(hashlib.sha256(key.encode()).hexdigest()[:6], 16) % 997) / 100.0
+
+
+def test_population_latency_equals_the_table_prediction_with_one_lookup_per_block() -> None:
+    space = load_joint_space("jointnas_digits")
+    table = _KeyedTable()
+    cost = PopulationCost(space, table)
+    samples = space.sample_batch(200, np.random.default_rng(3))
+    costs = cost(samples)
+    lookups = table.lookups
+    for i in range(0, 200, 25):
+        arch = space.freeze(tuple(samples[i])).arch_def
+        expected = table.predict(arch, num_classes=10).predicted_ms
+        assert costs.latency_ms[i] == pytest.approx(expected, rel=1e-9)
+    table.lookups = 0
+    cost(samples)
+    assert table.lookups == 0 < lookups  # cached per unique block
+    limits = Constraints(max_ms=float(np.median(costs.latency_ms)))
+    assert 0 < limits.feasible(costs).sum() < 200
