@@ -89,3 +89,14 @@ def test_bad_input_is_one_error_line(files, capsys) -> None:
     assert main(["search", "jointnas", "--space", str(files / "bad.yaml"), "--config",
                  str(files / "settings.yaml"), "--out", str(files / "c")]) == 2
     assert "stage1.kernel: value 4 is not accepted" in capsys.readouterr().err
+
+
+def test_a_foreign_store_in_the_run_folder_is_refused_and_kept(files, capsys) -> None:
+    out = files / "run"
+    out.mkdir()
+    (out / "results.sqlite").write_bytes(b"not a database, somebody's notes\n")
+    assert main(["search", "jointnas", "--space", str(files / "space.yaml"), "--config",
+                 str(files / "settings.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "results.sqlite" in err and "Traceback" not in err
+    assert (out / "results.sqlite").read_bytes() == b"not a database, somebody's notes\n"
