@@ -53,6 +53,7 @@ def plot_pareto(path: Path, history: Sequence[Mapping[str, Any]],
     plt = _pyplot()
     kind, label, budget = _axis(constraints)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    history = [t for t in history if t.get("round", 0) >= 0]  # the short-schedule runs
     trained = [t for t in history if t.get("accuracy") is not None and t.get(kind) is not None]
     if trained:
         ax.scatter([t[kind] for t in trained], [t["accuracy"] for t in trained], s=14,
@@ -123,7 +124,9 @@ def report_markdown(space: JointSpace, constraints: Constraints, coarse: Mapping
                     fine: Mapping[str, Any], final: Sequence[Mapping[str, Any]],
                     result: Mapping[str, Any], data: str | None) -> str:
     lines = [f"# JointNAS run: space {space.name}", "",
-             f"Constraints: {constraints.describe()}.", ""]
+             f"Constraints: {constraints.describe()}.", "",
+             "Predicted accuracies are of the short (early-stopping) schedule the predictor "
+             "is fitted on; measured ones say their schedule.", ""]
     if coarse.get("calibration"):
         lines += ["## Early stopping (rank correlation with the full schedule)", "",
                   "| epochs | candidates | Kendall τ | Spearman ρ |", "|---|---|---|---|"]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -313,8 +313,8 @@ class JointNASResult:
     trained: int
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["coarse"] = None
+        """Plain data (the stage-1 record is in ``coarse.json``, not repeated here)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "coarse"}
         out["chosen"] = list(self.chosen)
         return out
 
@@ -331,10 +331,21 @@ def run_jointnas(config: JointNASConfig, out: str | Path,
         ConfigError: bad settings, a run folder of other settings, infeasible
             constraints (with the feasible range), a corrupt or foreign store.
     """
+    threads = torch.get_num_threads()
+    # The predictor trains here: a fixed thread count keeps its fits, and so the candidates
+    # a rerun asks for, identical (a resumed search then finds them all in the store).
+    torch.set_num_threads(config.threads)
+    try:
+        return _run_jointnas(config, Path(out), progress, executor)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_jointnas(config: JointNASConfig, out: Path, progress: Callable[[str], None] | None,
+                  executor: Executor | None) -> JointNASResult:
     import json
 
     say = progress or (lambda message: logger.info("%s", message))
-    out = Path(out)
     space = open_space(config)
     cost = open_cost(space, config)
     constraints = config.constraints()
