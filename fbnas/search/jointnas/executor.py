@@ -7,9 +7,13 @@ that were running. Executors never raise for a candidate: a candidate that fails
 worker process dies (a segfault, the OOM killer, ``kill -9``), is a failed result and the
 other jobs go on.
 
-* :class:`LocalExecutor` (``--workers N``): N *spawned* worker processes on this machine
-  (spawn, not fork: a forked child of a process with torch threads can deadlock), one torch
-  thread each by default, kept alive between batches.
+* :class:`LocalExecutor` (``--workers N``): N worker processes on this machine that are
+  never forks of the search process (a forked child of a process with torch threads or
+  CUDA can deadlock): by default forked from a *forkserver*, a fresh process spawned once
+  that has imported torch and fbnas and run nothing (so a worker starts in milliseconds
+  instead of re-importing torch for seconds, also after a worker died), or plainly
+  spawned (``start_method="spawn"``). One torch thread each by default, kept alive between
+  batches.
 * :class:`RayExecutor` (``--executor ray --address auto|HOST:PORT``): one Ray task per job
   (``num_cpus=1``, optionally ``num_gpus``), on a running cluster or a local instance it
   starts and stops itself. Ray is an optional extra: ``pip install 'fbnas[ray]'``.
@@ -37,6 +41,14 @@ logger = logging.getLogger(__name__)
 
 ResultCallback = Callable[[CandidateJob, CandidateResult], None]
 ExecutorKind = Literal["local", "ray"]
+StartMethod = Literal["forkserver", "spawn"]
+
+WORKER_PRELOAD = ("fbnas.search.jointnas.executor", "fbnas.data", "fbnas.train",
+                  "timm.optim", "timm.scheduler", "timm.utils", "timm.data", "timm.loss",
+                  "sklearn.datasets", "sklearn.model_selection")
+"""What the forkserver imports once for every worker it forks: fbnas's training and the
+libraries it imports lazily on a first job (scikit-learn for digits, timm's optimizers:
+seconds each on a loaded machine)."""
 EXECUTOR_KINDS: tuple[str, ...] = ("local", "ray")
 
 READY = "ready"
@@ -121,10 +133,20 @@ def _worker_main(conn: Connection, device: str, threads: int, parent_pid: int) -
     except RuntimeError:  # already set (torch allows it once per process)
         pass
 
+    first_ppid = os.getppid()  # the search process (spawn) or the forkserver
+
     def watch_parent() -> None:
+        # The forkserver exits when the search process dies, so either way the parent
+        # changes; the kill(0) probe also catches a search process gone but not reaped.
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent_pid:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            if os.getppid() != first_ppid:
                 os._exit(1)
     threading.Thread(target=watch_parent, daemon=True).start()
     conn.send(READY)
@@ -180,7 +202,7 @@ def _death_message(exitcode: int | None) -> str:
 
 
 class LocalExecutor:
-    """Trains candidates in ``workers`` spawned processes on this machine.
+    """Trains candidates in ``workers`` processes on this machine.
 
     Each worker trains one job at a time, so the executor always knows which job a worker
     holds: when a worker dies that job is failed ("worker process died (SIGSEGV)") and a
@@ -195,10 +217,16 @@ class LocalExecutor:
         timeout_s: a job running longer has its worker killed and is recorded as failed
             ("timed out after T s"); counted from when the worker starts the job (not
             from its own start-up: importing torch takes seconds).
+        start_method: ``forkserver`` (default where the platform has it: workers forked
+            from a clean server that imported fbnas once) or ``spawn`` (each worker a new
+            interpreter importing torch itself). Neither forks the search process. A
+            search process that is itself a fork of a process that used the forkserver
+            must use ``spawn`` (Python's forkserver belongs to the process that started it).
     """
 
     def __init__(self, workers: int = 1, *, device: str = "cpu", threads: int = 1,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None,
+                 start_method: StartMethod | None = None) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
         _check_positive("threads", threads)
@@ -207,7 +235,16 @@ class LocalExecutor:
         self.device = device
         self.threads = int(threads)
         self.timeout_s = timeout_s
-        self._context = mp.get_context("spawn")
+        if start_method is None:
+            start_method = ("forkserver" if "forkserver" in mp.get_all_start_methods()
+                            else "spawn")
+        if start_method not in ("forkserver", "spawn"):
+            raise ConfigError(f"start_method must be 'forkserver' or 'spawn', got "
+                              f"{start_method!r}")
+        self.start_method = start_method
+        self._context = mp.get_context(start_method)
+        if start_method == "forkserver":
+            self._context.set_forkserver_preload(list(WORKER_PRELOAD))
         self._pool: list[_Worker] = []
         self._closed = False
         _LIVE_EXECUTORS.add(self)
@@ -361,7 +398,9 @@ class LocalExecutor:
         return max(0.05, self.timeout_s - (time.monotonic() - min(started)) + 0.05)
 
     def close(self) -> None:
-        """Stops the workers (idle ones exit cleanly, busy ones are killed)."""
+        """Stops the workers (idle ones exit cleanly, busy ones are killed). The
+        forkserver, Python's per-process service, stays idle for the next executor and
+        ends with this process."""
         if self._closed:
             return
         self._closed = True

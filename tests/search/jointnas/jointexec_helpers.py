@@ -50,8 +50,9 @@ def fake_result(job: CandidateJob, accuracy: float = 0.5) -> CandidateResult:
 
 def process_children(pid: int | None = None) -> list[tuple[int, str]]:
     """(pid, command line) of every live descendant of ``pid`` (default: this process),
-    from /proc; zombies (exited, not yet reaped) and multiprocessing's resource tracker
-    (one per process that ever spawned, it ends with its parent) do not count."""
+    from /proc; zombies (exited, not yet reaped) and multiprocessing's own services (the
+    resource tracker and the forkserver: one per process that used them, idle, ending
+    with it) do not count."""
     table: dict[int, tuple[int, str, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -74,6 +75,7 @@ def process_children(pid: int | None = None) -> list[tuple[int, str]]:
                 except OSError:
                     continue
                 text = command.replace(b"\0", b" ").decode(errors="replace").strip() or name
-                if state != "Z" and "resource_tracker" not in text:
+                if state != "Z" and "multiprocessing.resource_tracker" not in text \
+                        and "multiprocessing.forkserver" not in text:
                     found.append((child, text))
     return found

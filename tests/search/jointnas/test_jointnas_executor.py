@@ -6,9 +6,11 @@ seconds on a loaded machine); the test that kills a worker runs last.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,47 @@ def test_resume_trains_only_what_the_store_lacks(pool: LocalExecutor, tmp_path: 
     assert all(r.status == "ok" for r in results) and len(store) == 3
 
 
+def _search(store_path: str, jobs: list) -> None:
+    """A search process: one worker, results into the store (killed by the test). A fork of
+    the test process, so its worker is plainly spawned (the forkserver is the parent's):
+    this also covers ``start_method="spawn"``."""
+    with LocalExecutor(workers=1, start_method="spawn") as executor:
+        run_jobs(executor, ResultsStore(store_path), jobs)
+
+
+def test_a_killed_search_resumes_without_retraining(pool: LocalExecutor,
+                                                    tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    jobs = [tiny_job(40, "killed"), tiny_job(41, "killed", epochs=60), tiny_job(42, "killed")]
+    # fork: the search process starts at once (fbnas is imported); its worker is spawned.
+    search = mp.get_context("fork").Process(target=_search, args=(str(path), jobs))
+    search.start()
+    deadline = time.monotonic() + 120
+    while not (path.exists() and len(ResultsStore(path)) >= 1):
+        assert time.monotonic() < deadline and search.is_alive()
+        time.sleep(0.1)
+    workers = [pid for pid, _ in process_children(search.pid)]
+    os.kill(search.pid, signal.SIGKILL)           # the search dies while job 41 trains
+    search.join()
+    finished = set(ResultsStore(path).keys())
+    assert jobs[0].key in finished and jobs[2].key not in finished
+    deadline = time.monotonic() + 15              # its orphaned worker notices and exits
+    while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the killed search's worker kept running"
+        time.sleep(0.2)
+    trained = []
+    results = run_jobs(pool, ResultsStore(path), jobs, lambda job, r: trained.append(job.key))
+    assert set(trained) == {job.key for job in jobs} - finished    # the rest, only the rest
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_worker_that_dies_fails_its_job_and_the_pool_goes_on(pool: LocalExecutor) -> None:
     quick, slow, after = tiny_job(20), tiny_job(21, epochs=400), tiny_job(22)
 
@@ -81,11 +124,11 @@ def test_a_worker_that_dies_fails_its_job_and_the_pool_goes_on(pool: LocalExecut
 
 
 def test_timeout_kills_the_job_then_close_leaves_no_process(pool: LocalExecutor) -> None:
-    # One worker is left from the test above: the slow job takes it, the quick one gets a
-    # new worker; the slow one is killed at its timeout. Then close stops the idle workers.
+    # One worker is left from the test above: the quick job takes it, the slow one gets a
+    # new worker and is killed at its timeout. Then close stops the idle worker.
     pool.timeout_s = 4.0
     try:
-        slow, quick = pool.run([tiny_job(31, epochs=400), tiny_job(30)])
+        quick, slow = pool.run([tiny_job(30), tiny_job(31, epochs=400)])
     finally:
         pool.timeout_s = None
     assert (slow.status, slow.error) == ("failed", "timed out after 4 s")
