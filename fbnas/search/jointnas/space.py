@@ -469,6 +469,51 @@ class JointSpace:
         except RecipeError as exc:
             raise JointSpaceError(str(exc)) from None
 
+    def sample_of(self, arch_def: Mapping[str, Any], recipe: Mapping[str, Any]
+                  ) -> tuple[int, ...]:
+        """The sample that freezes to ``arch_def`` and ``recipe`` (a stored candidate's
+        job read back into the space), so results trained elsewhere can fit a predictor.
+
+        Raises:
+            JointSpaceError: the pair is not a candidate of this space (naming the first
+                dimension whose value is not among its values).
+        """
+        full = [0] * len(self.props)
+
+        def put(pos: int, value: Any) -> None:
+            prop = self.props[pos]
+            for index, option in enumerate(prop.values):
+                if option == value or (isinstance(option, float) and isinstance(value, float)
+                                       and math.isclose(option, value, rel_tol=1e-9)):
+                    full[pos] = index
+                    return
+            raise JointSpaceError(f"space {self.name!r}: {prop.name} {value!r} is not one of "
+                                  f"{list(prop.values)}")
+
+        try:
+            blocks = arch_def["blocks"]
+            put(self.res_pos, arch_def["input_size"])
+            put(self.stem_pos, blocks[0][0][1])
+            for i, stage in enumerate(self.stages, start=1):
+                rows = blocks[i]
+                op = rows[0][0]
+                put(stage.channels, rows[0][1])
+                put(stage.kernel, int(op.split("_")[1][1:]))
+                put(stage.se, "_sehsig" in op)
+                put(stage.expansion, rows[0][4]["expansion"])
+                put(stage.depth, sum(int(row[3]) for row in rows))
+            for key, pos in self.recipe_pos.items():
+                put(pos, recipe["ema_decay"] > 0 if key == "ema" else recipe[key])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise JointSpaceError(f"space {self.name!r}: not a candidate of this space "
+                                  f"({type(exc).__name__}: {exc})") from None
+        sample = tuple(full[pos] for pos in self.variable)
+        frozen = self.freeze(sample)
+        if frozen.arch_def != dict(arch_def):
+            raise JointSpaceError(f"space {self.name!r}: the arch def is not one this space "
+                                  f"makes")
+        return sample
+
     def with_fixed_arch(self, arch_def: Mapping[str, Any]) -> FixedArchSpace:
         """The recipe-only space of ``arch_def`` (``--arch FILE``)."""
         return FixedArchSpace(self, arch_def)

@@ -136,3 +136,15 @@ def test_fixed_arch_space_searches_the_recipe_only(digits_space) -> None:
         frozen = space.freeze(space.sample(random.Random(seed)))
         assert frozen.arch_def == arch
         assert frozen.recipe.resolution == arch["input_size"]
+
+
+def test_sample_of_reads_a_stored_candidate_back(digits_space) -> None:
+    space = digits_space
+    for seed in range(10):
+        sample = space.sample(random.Random(seed))
+        frozen = space.freeze(sample)
+        stored = json.loads(json.dumps(frozen.arch_def))  # as a store holds it
+        assert space.sample_of(stored, frozen.recipe.to_dict()) == sample
+    recipe = frozen.recipe.to_dict()
+    with pytest.raises(JointSpaceError, match=r"recipe.lr 0.5 is not one of"):
+        space.sample_of(frozen.arch_def, {**recipe, "lr": 0.5})
