@@ -434,7 +434,8 @@ def run_reuse(source: str | Path, out: str | Path, changes: Mapping[str, Any],
 
     Raises:
         ConfigError: ``source`` is not a finished run, or a change touches what the
-            predictor was fitted on (the space, the data, the fixed arch).
+            predictor was fitted on (the space, the data, the fixed arch); a new ``lut``
+            (another device's table, for ``--max-ms``) is allowed.
     """
     import json
 
@@ -445,7 +446,8 @@ def run_reuse(source: str | Path, out: str | Path, changes: Mapping[str, Any],
         raise ConfigError(f"--reuse {source}: no {SETTINGS_FILE} (not a JointNAS run)")
     old = JointNASConfig.from_dict(yaml.safe_load(settings.read_text(encoding="utf-8")),
                                    str(settings))
-    fixed = [k for k in ("space", "data", "arch", "lut") if k in changes
+    # A new latency table is a new constraint (another device), not a new predictor.
+    fixed = [k for k in ("space", "data", "arch") if k in changes
              and changes[k] != getattr(old, k)]
     if fixed:
         raise ConfigError(f"--reuse {source}: {', '.join(fixed)} cannot change (the "
