@@ -12,6 +12,7 @@ from fbnas.cli.export import export
 from fbnas.cli.info import info
 from fbnas.cli.lut import latency, lut
 from fbnas.cli.search import search
+from fbnas.cli.search_jointnas import search_jointnas
 from fbnas.cli.space import space
 from fbnas.cli.train import eval_command, train
 from fbnas.cli.zoo import ops, zoo
@@ -40,6 +41,7 @@ cli.add_command(space)
 cli.add_command(lut)
 cli.add_command(latency)
 cli.add_command(search)
+search.add_command(search_jointnas)
 cli.add_command(export)
 cli.add_command(train)
 cli.add_command(eval_command)

@@ -1,0 +1,102 @@
+"""`fbnas search jointnas` as a user runs it: real training on the local executor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from fbnas.cli.main import main
+from fbnas.cost import arch_cost
+
+TINY_SPACE = {
+    "name": "tiny_joint",
+    "num_classes": 10,
+    "basic_args": {"width_divisor": 8},
+    "resolution": 16,
+    "stem": {"channels": 8, "stride": 2},
+    "stages": [{"channels": [8, 16], "kernel": [3, 5], "expansion": 2, "stride": 2,
+                "se": [False, True]}],
+    "recipe": {"fixed": {"epochs": 2, "batch_size": 32, "label_smoothing": 0.0,
+                         "random_crop": False, "workers": 0, "amp": False,
+                         "channels_last": False},
+               "optimizer": ["sgd", "adamw"], "lr": [0.003, 0.03]},
+}
+
+SETTINGS = {
+    "data": "digits?per_class=5&val_per_class=5",
+    "workers": 2,
+    "final_candidates": 1,
+    "coarse": {"calibration_candidates": 3, "calibration_epochs": [1], "rounds": 1,
+               "pool_log2": 6, "batch": 1, "explore": 0.5, "heldout": 0},
+    "fine": {"population": 8, "generations": 3, "parents": 2, "patience": 2, "initial": 2,
+             "top_k": 2},
+    "predictor": {"pretrain_samples": 64, "pretrain_epochs": 3, "frozen_epochs": 5,
+                  "unfrozen_epochs": 5},
+}
+
+
+@pytest.fixture()
+def files(tmp_path):
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(SETTINGS))
+    return tmp_path
+
+
+def test_search_trains_resumes_and_reuses(files, capsys) -> None:
+    out = files / "run"
+    args = ["search", "jointnas", "--space", str(files / "space.yaml"), "--config",
+            str(files / "settings.yaml"), "--out", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "calibration: 1 of 2 epochs" in captured.err
+    assert "round 1/1: pool" in captured.err
+    assert "final: predicted" in captured.err
+    assert "chosen: predicted" in captured.out
+    arch = json.loads((out / "arch.json").read_text())
+    assert arch["input_size"] == 16
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["epochs"] == 2 and recipe["optimizer"] in ("sgd", "adamw")
+    first = json.loads((out / "result.json").read_text())
+
+    assert main(args) == 0  # resumed: every candidate from the store
+    assert json.loads((out / "result.json").read_text())["chosen"] == first["chosen"]
+    capsys.readouterr()
+
+    small = min(arch_cost(json.loads((out / "arch.json").read_text()), num_classes=10).macs,
+                10**9)
+    assert main(["search", "jointnas", "--reuse", str(out), "--max-macs", str(small),
+                 "--out", str(files / "reused")]) == 0
+    reused = capsys.readouterr()
+    assert "(no training)" in reused.err
+    assert arch_cost(json.loads((files / "reused" / "arch.json").read_text()),
+                     num_classes=10).macs <= small
+
+
+def test_bad_input_is_one_error_line(files, capsys) -> None:
+    base = ["search", "jointnas", "--space", str(files / "space.yaml"), "--config",
+            str(files / "settings.yaml")]
+    assert main([*base, "--max-macs", "100", "--out", str(files / "a")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: no candidate of the Sobol pool")
+    assert not [line for line in capsys.readouterr().err.splitlines() if "Traceback" in line]
+    assert "MACs range from" in errors[0] and not (files / "a").exists()
+    assert main([*base, "--set", "coarse.roundz=2", "--out", str(files / "b")]) == 2
+    assert "unknown key 'roundz'" in capsys.readouterr().err
+    bad = dict(TINY_SPACE, stages=[{**TINY_SPACE["stages"][0], "kernel": [3, 4]}])
+    (files / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["search", "jointnas", "--space", str(files / "bad.yaml"), "--config",
+                 str(files / "settings.yaml"), "--out", str(files / "c")]) == 2
+    assert "stage1.kernel: value 4 is not accepted" in capsys.readouterr().err
+
+
+def test_a_foreign_store_in_the_run_folder_is_refused_and_kept(files, capsys) -> None:
+    out = files / "run"
+    out.mkdir()
+    (out / "results.sqlite").write_bytes(b"not a database, somebody's notes\n")
+    assert main(["search", "jointnas", "--space", str(files / "space.yaml"), "--config",
+                 str(files / "settings.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "results.sqlite" in err and "Traceback" not in err
+    assert (out / "results.sqlite").read_bytes() == b"not a database, somebody's notes\n"
