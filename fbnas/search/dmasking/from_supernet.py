@@ -9,11 +9,17 @@ the fine-tuning alternative (``fbnas train --init-from-supernet RUN``).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from fbnas.search.dmasking.supernet import MaskedSupernet
+from fbnas.search.run_folder import CONFIG_FILE
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.extract import active_state, widths_set
 
@@ -65,4 +71,78 @@ def subnet_state_dict(supernet: MaskedSupernet, choice: Sequence[int]
     return state
 
 
-__all__ = ["subnet_state_dict"]
+
+def is_masked_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a ``fbnas search dmasking`` run (its search_config.json says)."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("search") == "dmasking"
+    except (OSError, ValueError):
+        return False
+
+
+def load_masked_run(folder: str | os.PathLike) -> tuple[MaskedSupernet, int]:
+    """(the supernet of a DMasking run folder with its trained weights, epochs done).
+
+    Raises:
+        FileNotFoundError: no ``search_config.json`` or ``last.pt``.
+        CheckpointError: ``last.pt`` does not fit the run's space.
+    """
+    from fbnas.search.dmasking.search import read_run_config
+    from fbnas.train.checkpoint import read_checkpoint
+    from fbnas.zoo.checkpoint import CheckpointError
+
+    folder = Path(folder)
+    ckpt = folder / "last.pt"
+    if not (folder / CONFIG_FILE).is_file() or not ckpt.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a DMasking run with a checkpoint "
+                                f"({CONFIG_FILE} and last.pt)")
+    space, run, config = read_run_config(folder)
+    net = MaskedSupernet(space, int(run["num_classes"]), "params" if config.cost == "latency"
+                         else config.cost)
+    state = read_checkpoint(ckpt)
+    try:
+        net.load_state_dict(state["supernet"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{str(ckpt)!r} does not fit the supernet of space "
+                              f"{space.name!r}: {exc}") from None
+    return net, int(state.get("epoch", -1)) + 1
+
+
+def match_choice(folder: str | os.PathLike, net: MaskedSupernet, arch_def: dict[str, Any]
+                 ) -> list[int]:
+    """The choice of an arch def written by the run (``arch.json``, ``samples/*.json``).
+
+    Raises:
+        ArchDefError: no arch file of the run has this arch def.
+    """
+    from fbnas.arch.errors import ArchDefError
+    from fbnas.arch.unify import unify_arch_def
+
+    wanted = unify_arch_def(arch_def)
+    folder = Path(folder)
+    for path in [folder / "arch.json", *sorted((folder / "samples").glob("*.json"))]:
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if "choice" in record and unify_arch_def(record["arch_def"]) == wanted:
+                return net.check_choice(record["choice"])
+    raise ArchDefError(f"the arch def is none of {folder}'s derived or sampled architectures "
+                       f"(arch.json, samples/): --init-from-supernet takes those")
+
+
+def init_from_masked_supernet(model: nn.Module, folder: str | os.PathLike
+                              ) -> tuple[list[str], int]:
+    """Copies the chosen leading channels of a DMasking run's supernet into ``model`` (built
+    from one of the run's arch files); returns (the choice's names, the epochs searched)."""
+    from fbnas.train.regularize import load_init_weights
+
+    net, epochs = load_masked_run(folder)
+    choice = match_choice(folder, net, model.arch_spec.to_arch_def())
+    load_init_weights(model, subnet_state_dict(net, choice))
+    return net.choice_names(choice), epochs
+
+
+__all__ = ["init_from_masked_supernet", "is_masked_run", "load_masked_run", "match_choice",
+           "subnet_state_dict"]

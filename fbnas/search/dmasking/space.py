@@ -143,8 +143,6 @@ class MaskedStage:
             raise ConfigError(f"{where}.kernels: {kind} blocks take "
                               f"{'3 and/or 5' if kind == 'ir' else 'one of 1, 3, 5'}, got "
                               f"{list(kernels)}")
-        if kind == "ir_pool" and len(kernels) == 1 and "kernels" in data:
-            raise ConfigError(f"{where}.kernels: an ir_pool block has no kernel choice")
         act = data.get("act", "relu")
         if act not in ACTS:
             raise ConfigError(f"{where}.act: one of {', '.join(ACTS)}, got {act!r}")
