@@ -37,7 +37,7 @@ def test_search_meets_the_target_resumes_and_inits_a_derived_network(run_cli, sp
     args = ["search", "dmasking", "--space", space_file, "--data", DATA, "--config", "demo",
             "--target-macs", str(TARGET), "--warmup-epochs", "1", "--batch-size", "32",
             "--set", "tau_final=0.2", "--no-tensorboard", "--out", out]
-    first = run_cli(*args, "--epochs", "2")
+    first = run_cli(*args, "--epochs", "2")  # warm-up, one search epoch
     assert first.returncode == 0, first.stderr
     resumed = run_cli(*args, "--epochs", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr
