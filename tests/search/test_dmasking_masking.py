@@ -142,3 +142,18 @@ def test_builtin_spaces_load_with_every_range() -> None:
     assert paper.stages[0].widths == (16, 20, 24, 28)
     with pytest.raises(ConfigError, match="fbnet_v2"):
         load_dmasking_space("fbnet_v3")
+
+
+def test_resolution_search_of_the_first_blocks_scatters_back_zero_interspersed() -> None:
+    # N = 2 (the stem and the first inverted residual, strides 2 x 2): resolutions must be
+    # multiples of 4; the rest of the network runs on the zero-interspersed full-size map.
+    space = DMaskingSpace.from_dict({**TINY, "resolution_blocks": 2})
+    net = MaskedSupernet(space, num_classes=5)
+    y = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    scattered = net._scatter(y, 4)
+    assert scattered[:, :, ::2, ::2].equal(y) and scattered[:, :, 1::2].abs().sum() == 0
+    logits, cost = net(torch.randn(2, 3, 16, 16), net.sample(torch.Generator(), 1.0))
+    assert logits.shape == (2, 5) and float(cost.detach()) > 0
+    with pytest.raises(ConfigError, match="divisible by 4, the product of the strides of "
+                                          "the first 2 blocks"):
+        DMaskingSpace.from_dict({**TINY, "resolutions": [6, 16], "resolution_blocks": 2})
