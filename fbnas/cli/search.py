@@ -12,6 +12,7 @@ import click
 
 from fbnas.cli.format import human, table
 from fbnas.cli.launch import relaunch_under_torchrun
+from fbnas.cli.search_dmasking import search_dmasking
 from fbnas.cli.width import search_width
 from fbnas.cost.latency import DeviceInfo
 from fbnas.cost.lut import BuildSettings, LatencyTable, measure_table
@@ -328,3 +329,4 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, config_sour
 
 
 search.add_command(search_width)
+search.add_command(search_dmasking)

@@ -10,6 +10,7 @@ import click
 import yaml
 
 from fbnas.cli.format import human, table
+from fbnas.cli.space_dmasking import is_dmasking_space, show_dmasking_space
 from fbnas.cost import arch_cost
 from fbnas.search import SPACES, get_space
 from fbnas.search.space import space_summary
@@ -45,6 +46,9 @@ def space_show(name: str, as_json: bool, as_yaml: bool) -> None:
     define your own (any registered op can be a candidate, see `fbnas ops`)."""
     if as_json and as_yaml:
         raise click.UsageError("give one of --json and --yaml")
+    if is_dmasking_space(name):
+        show_dmasking_space(name, as_json, as_yaml)
+        return
     search_space = get_space(name)
     if as_json or as_yaml:
         data = search_space.to_dict()

@@ -18,6 +18,7 @@ import torch
 from fbnas.cli.launch import relaunch_under_torchrun
 from fbnas.data import open_datasets
 from fbnas.export.checkpoint import is_checkpoint_path
+from fbnas.search.dmasking.from_supernet import init_from_masked_supernet, is_masked_run
 from fbnas.search.dnas import from_supernet
 from fbnas.tasks import ClassificationTask, Task, recorded_task
 from fbnas.train import checkpoint as ckpt
@@ -227,7 +228,14 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
             run_info["init_from"] = str(init_from)
             if context.is_main:
                 click.echo(f"{init_from}: {note}", err=True)
-        if supernet_run is not None and not resume:
+        if supernet_run is not None and not resume and is_masked_run(supernet_run):
+            names, epochs = init_from_masked_supernet(model, supernet_run)
+            run_info["init_from_supernet"] = str(supernet_run)
+            if context.is_main:
+                click.echo(f"{supernet_run}: started from the masked supernet's leading "
+                           f"channels after {epochs} search epochs ({', '.join(names)})",
+                           err=True)
+        elif supernet_run is not None and not resume:
             run = from_supernet.load_supernet_run(supernet_run)
             choices = from_supernet.init_from_supernet(model, run)
             run_info["init_from_supernet"] = str(supernet_run)

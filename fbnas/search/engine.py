@@ -171,6 +171,17 @@ class DerivesWithinBand(Protocol):
 
 
 @runtime_checkable
+class DerivesNearTarget(Protocol):
+    """A supernet whose cost does not add up over its choices (DMaskingNAS: products of
+    effective widths): with a cost target and a band, it derives the architecture itself,
+    near the target."""
+
+    def derive_near_target(self, target: float, band: float) -> tuple[Any, str]:
+        """(a choice within ±band of ``target`` if one is found, how it was derived)."""
+        ...
+
+
+@runtime_checkable
 class PricesDistribution(Protocol):
     """A supernet that prices its architecture distribution differentiably: a cost loss
     that pulls the *expected* cost to a target (``CostLoss(pull_on="expected")``) needs it.
@@ -704,6 +715,10 @@ class SearchEngine:
         model that :class:`DerivesWithinBand`, the most probable one within the band."""
         model = self.model
         choice = model.derive()
+        band = self.config.target_band
+        if (self.cost_loss.target is not None and band is not None
+                and isinstance(model, DerivesNearTarget)):
+            return model.derive_near_target(self.cost_loss.target, band)
         if self.cost_loss.target is None or not isinstance(model, DerivesWithinBand):
             return choice, ARGMAX
         return derive_within_band(choice, model.log_probabilities(), model.choice_costs(),

@@ -49,6 +49,7 @@ from fbnas.slim.ops import (
     set_conv_norm_out,
     slim_act,
 )
+from fbnas.slim.soft import SoftWidth
 
 KwargsPatch = dict[str, Any]
 
@@ -119,6 +120,29 @@ class SlimBlock(nn.Module):
     def _apply_in(self, channels: int) -> None:
         raise NotImplementedError
 
+    def set_soft(self, soft_in: SoftWidth | None, widths: Sequence[SoftWidth | None]) -> None:
+        """Soft mode (:mod:`fbnas.slim.soft`): the soft input width and one soft width (or
+        None: the set width) per width slot; outputs are masked by them. Run at full width.
+
+        Raises:
+            SlimConfigError: a block without a soft-mask mode, or a wrong number of widths.
+        """
+        widths = tuple(widths)
+        if len(widths) != len(self.width_slots):
+            raise SlimConfigError(f"{self.label}: expected {len(self.width_slots)} soft "
+                                  f"widths, got {len(widths)}")
+        self._apply_soft(soft_in, widths)
+
+    def _apply_soft(self, soft_in: SoftWidth | None,
+                    widths: tuple[SoftWidth | None, ...]) -> None:
+        raise SlimConfigError(f"{self.label}: no soft-mask mode (soft modes: conv, inverted "
+                              f"residual, ir_pool, pass-through blocks)")
+
+    def set_soft_kernel(self, kernel: SoftWidth | None) -> None:
+        """Soft mode: a soft kernel size of the block's depthwise conv (None: its own)."""
+        if kernel is not None:
+            raise SlimConfigError(f"{self.label}: no searchable kernel")
+
     def _apply_widths(self, widths: tuple[int, ...]) -> None:
         raise NotImplementedError
 
@@ -157,9 +181,18 @@ class SlimConvBlock(SlimBlock):
     def _apply_widths(self, widths: tuple[int, ...]) -> None:
         set_conv_norm_out(self, widths[0])
 
+    soft_mask: torch.Tensor | None = None
+
+    def _apply_soft(self, soft_in: SoftWidth | None,
+                    widths: tuple[SoftWidth | None, ...]) -> None:
+        SlimConvBNRelu.set_soft(self, soft_in, widths[0] if widths[0] is not None
+                                else soft_in if self.conv.depthwise else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for child in self.children():
             x = child(x)
+        if self.soft_mask is not None:
+            x = x * self.soft_mask.view(1, -1, 1, 1).to(x.dtype)
         return x
 
 
@@ -176,6 +209,10 @@ class SlimPassThrough(SlimBlock):
 
     def _apply_widths(self, widths: tuple[int, ...]) -> None:
         pass
+
+    def _apply_soft(self, soft_in: SoftWidth | None,
+                    widths: tuple[SoftWidth | None, ...]) -> None:
+        pass  # pools and the identity keep zeros zero
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -249,6 +286,23 @@ class _SlimIRF(SlimBlock):
                                 self.divisor)
         return min(hidden, self.se.max_hidden)
 
+    def _soft_tail(self, mid: SoftWidth | None, out: SoftWidth | None) -> None:
+        """Soft widths from the dw conv on: every output at the hidden width is masked
+        (BN would turn masked zeros into its bias), the SE's reduced width follows the hidden
+        width by the block's rule, the pwl output is masked by ``out``."""
+        if "dw" in self._modules:
+            self.dw.set_soft(mid, mid)
+        if "se" in self._modules:
+            self.se.set_soft(mid, None if mid is None else mid.map(self.se_channels))
+        self.pwl.set_soft(mid, out)
+
+    def set_soft_kernel(self, kernel: SoftWidth | None) -> None:
+        if "dw" not in self._modules:
+            super().set_soft_kernel(kernel)
+        if kernel is not None:
+            kernel.kernel_mask(self.dw.conv.kernel_size[0])  # checks the options
+        self.dw.conv.soft_kernel = kernel
+
     def _set_mid(self, mid: int) -> None:
         if "dw" in self._modules:
             self.dw.set_in_ch(mid)
@@ -303,6 +357,10 @@ class SlimDWSConv(_SlimIRF):
     def _apply_widths(self, widths: tuple[int, ...]) -> None:
         self.pwl.set_out_ch(widths[0])
 
+    def _apply_soft(self, soft_in: SoftWidth | None,
+                    widths: tuple[SoftWidth | None, ...]) -> None:
+        self._soft_tail(soft_in, widths[0])
+
     def static_candidates(self) -> list[tuple[int, KwargsPatch]]:
         return self._candidates(self.in_ch, {})
 
@@ -331,6 +389,12 @@ class SlimInvertedResidual(_SlimIRF):
         self.pw.set_out_ch(mid)
         self._set_mid(mid)
         self.pwl.set_out_ch(out)
+
+    def _apply_soft(self, soft_in: SoftWidth | None,
+                    widths: tuple[SoftWidth | None, ...]) -> None:
+        mid, out = widths
+        self.pw.set_soft(soft_in, mid)
+        self._soft_tail(mid, out)
 
     def static_candidates(self) -> list[tuple[int, KwargsPatch]]:
         mid = self.widths[0]
@@ -366,6 +430,12 @@ class SlimIRPool(SlimBlock):
         self.pw.set_out_ch(mid)
         self.pwl.set_in_ch(mid)
         self.pwl.set_out_ch(out)
+
+    def _apply_soft(self, soft_in: SoftWidth | None,
+                    widths: tuple[SoftWidth | None, ...]) -> None:
+        mid, out = widths
+        self.pw.set_soft(soft_in, mid)
+        self.pwl.set_soft(mid, out)
 
     @property
     def residual_active(self) -> bool:

@@ -289,6 +289,11 @@ class ChannelGroups:
         """The full width of each dimension, hierarchical (an int per single-layer part)."""
         return self._arrange([d.max_channels for d in self.dims])
 
+    def arrange(self, values: Sequence[int]) -> list[Any]:
+        """Flat per-dimension counts as a hierarchical ``ch`` (the shape of
+        ``channel_space``)."""
+        return self._arrange(values)
+
     def _arrange(self, values: Sequence[int]) -> list[Any]:
         out: list[Any] = []
         for p, part in enumerate(self.parts):
@@ -297,6 +302,16 @@ class ChannelGroups:
             own = [values[d] for d in self._part_dims[p]]
             out.append(own[0] if part.scalar else own)
         return out
+
+    def unit_dimensions(self) -> list[list[tuple[int | None, ...]]]:
+        """Per part, per unit: the dimension of each of its width slots (None: a fixed
+        width), in ``set_out_ch`` order; tied slots name the same dimension."""
+        def dim(slot: int) -> int | None:
+            root = self._uf.find(slot)
+            return None if root in self._fixed_value or root in self._external else (
+                self._dim_of_root[root])
+
+        return [[tuple(dim(i) for i in ids) for ids in part] for part in self._slot_ids]
 
     def describe(self, dim: int) -> str:
         """``"dimension 5 (stage 2.xif2_0.out = ... (max 32))"`` for messages."""

@@ -18,7 +18,7 @@ hand-written ones included.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -31,7 +31,8 @@ from fbnas.blocks.layers import Cost
 from fbnas.slim.dyn_model import DynModel
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.extract import widths_set
-from fbnas.slim.ops import SlimOp
+from fbnas.slim.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, SlimOp
+from fbnas.slim.soft import SoftWidth
 
 InputSize = int | Sequence[int]
 
@@ -182,4 +183,89 @@ def subnet_cost(model: DynModel, real_ch: Sequence[Any] | None = None,
     return Cost(sum(r.params for r in rows), sum(r.macs for r in rows))
 
 
-__all__ = ["ModuleCost", "module_costs", "output_positions", "subnet_cost"]
+def effective(soft: SoftWidth | None, channels: int) -> torch.Tensor | float:
+    """The effective width of a layer side: its soft width's, else its set width."""
+    return float(channels) if soft is None else soft.effective
+
+
+Size = tuple[torch.Tensor | float, torch.Tensor | float]
+
+
+def soft_cost(model: nn.Module, sizes: Mapping[str, Size]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(params, MACs)`` of ``model`` at its soft widths, differentiable in their weights.
+
+    ALGORITHMS.md §2.3: per conv ``k² · C̄_in · C̄_out / γ`` parameters (+ ``C̄_out`` bias),
+    times the effective output size ``h̄ · w̄`` for MACs (a depthwise conv: ``k² · C̄``, its
+    width is its input's); per BatchNorm ``2 · C̄``; per linear ``C̄_in · C̄_out``
+    (+ bias). A soft kernel counts ``Σ g_k k²`` for ``k²``. Layers without a soft width
+    count their set widths; other parametrised modules count their parameters. At one-hot
+    weights this is :func:`subnet_cost` of those widths, exactly.
+
+    Args:
+        model: a slim network (its layers carry the soft widths that
+            :meth:`fbnas.slim.DynModel.set_soft_widths` set).
+        sizes: effective output ``(h̄, w̄)`` of every conv, by module path
+            (:func:`output_sizes` for one resolution).
+    """
+    params: torch.Tensor | float = 0.0
+    macs: torch.Tensor | float = 0.0
+    for name, module in model.named_modules():
+        if isinstance(module, SlimConv2d):
+            kh, kw = module.kernel_size
+            area = kh * kw if module.soft_kernel is None else module.soft_kernel.effective_area
+            c_out = effective(module.soft_out, module.out_channels)
+            if module.depthwise:
+                weight = area * c_out
+            else:
+                weight = area * effective(module.soft_in, module.in_channels) * c_out
+            if name not in sizes:
+                raise SlimConfigError(f"no output size for conv {name!r}")
+            h, w = sizes[name]
+            macs = macs + weight * h * w
+            params = params + weight + (c_out if module.bias is not None else 0.0)
+        elif isinstance(module, SlimLinear):
+            c_out = effective(module.soft_out, module.out_features)
+            weight = effective(module.soft_in, module.in_features) * c_out
+            macs = macs + weight
+            params = params + weight + (c_out if module.bias is not None else 0.0)
+        elif isinstance(module, SlimBatchNorm2d):
+            if module.affine:
+                params = params + 2 * effective(module.soft_out, module.num_features)
+        else:
+            params = params + sum(p.numel() for p in module.parameters(recurse=False))
+    return torch.as_tensor(params), torch.as_tensor(macs)
+
+
+def output_sizes(model: nn.Module, input_size: int | Sequence[int]) -> dict[str, tuple[int, int]]:
+    """``{conv path: (H_out, W_out)}`` from one shapes-only pass on the ``meta`` device.
+
+    Run it on the network without soft widths set (the sizes do not depend on widths).
+    """
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    names = {module: name for name, module in model.named_modules()}
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        sizes[names[module]] = (int(output.shape[-2]), int(output.shape[-1]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d)]
+    tensors = {name: torch.empty_like(t, device="meta")
+               for name, t in chain(model.named_parameters(), model.named_buffers())}
+    dim_in = int(getattr(model, "in_channels", 3))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            functional_call(model, tensors,
+                            (torch.empty(1, dim_in, *input_size, device="meta"),))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return sizes
+
+
+__all__ = ["ModuleCost", "effective", "module_costs", "output_positions", "output_sizes",
+           "soft_cost", "subnet_cost"]

@@ -32,6 +32,7 @@ from fbnas.slim.blocks import SlimBlock
 from fbnas.slim.channels import ChannelGroups, PartLayout, UnitLayout, WidthSlot
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.ops import SlimConv2d, SlimLinear
+from fbnas.slim.soft import SoftWidth
 
 
 class SlimStage(nn.Module):
@@ -219,6 +220,41 @@ class DynModel(nn.Module):
         parts = self.channel_groups.parts
         self._real_ch = [widths[p][0] if part.scalar else list(widths.get(p, []))
                          for p, part in enumerate(parts) if part.has_entry]
+
+    def set_soft_widths(self, widths: Sequence[SoftWidth | None]) -> None:
+        """Soft mode (:mod:`fbnas.slim.soft`): one soft width per dimension (None: the set
+        width), applied to every part; widths tied by a residual share their dimension's.
+
+        Run it at full width (``set_real_ch`` of the full ``real_ch``): the outputs are then
+        masked by ``M = Σ g_i m_i`` and :func:`fbnas.slim.cost.soft_cost` prices the
+        effective widths. All None leaves the plain network.
+
+        Raises:
+            SlimConfigError: a wrong number of widths, an option above its dimension's full
+                width (naming the dimension), or a part without a soft mode.
+        """
+        widths = list(widths)
+        groups = self.channel_groups
+        if len(widths) != groups.search_dim:
+            raise SlimConfigError(f"expected {groups.search_dim} soft widths (one per "
+                                  f"dimension), got {len(widths)}")
+        for d, soft in enumerate(widths):
+            if soft is not None and max(soft.options) > groups.dims[d].max_channels:
+                raise SlimConfigError(f"soft width options {list(soft.options)} exceed "
+                                      f"{groups.describe(d)}")
+        current: SoftWidth | None = None
+        for part, layout, dims in zip(self.chain(), groups.parts, groups.unit_dimensions(),
+                                      strict=True):
+            units = part.blocks if isinstance(part, SlimStage) else [part]
+            for unit, unit_layout, slot_dims in zip(units, layout.units, dims, strict=True):
+                softs = [None if d is None else widths[d] for d in slot_dims]
+                if not hasattr(unit, "set_soft"):
+                    raise SlimConfigError(f"{unit_layout.label}: no soft-mask mode")
+                unit.set_soft(current, softs)
+                if unit_layout.output is not None:
+                    current = softs[unit_layout.output]
+                elif unit_layout.fixed_output is not None:
+                    current = None
 
     @property
     def real_ch(self) -> list[Any]:

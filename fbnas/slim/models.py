@@ -10,7 +10,7 @@ into a static arch def.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from fbnas.slim.channels import PartLayout, UnitLayout
 from fbnas.slim.dyn_model import DynModel, SlimStage
 from fbnas.slim.errors import SlimConfigError
 from fbnas.slim.ops import SlimConv2d
+from fbnas.slim.soft import SoftWidth
 from fbnas.zoo.catalog import get_arch_def, has_arch, list_archs
 from fbnas.zoo.model import DEFAULT_RESOLUTION, resolve_arch
 
@@ -60,6 +61,10 @@ class SlimClsHead(nn.Module):
     def set_in_ch(self, channels: int) -> None:
         """Sets the classifier's input width (the last stage's output)."""
         self.conv.set_in_ch(channels)
+
+    def set_soft(self, soft_in: SoftWidth | None, widths: Sequence[SoftWidth | None]) -> None:
+        """Soft mode: the soft input width (masked zeros add nothing to the classes)."""
+        self.conv.soft_in = soft_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.avg_pool(x)).flatten(1)

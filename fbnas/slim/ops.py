@@ -24,6 +24,7 @@ from torch import nn
 
 from fbnas.blocks.layers import ActSpec, ConvNormAct, ConvSpec, NormSpec, SESpec
 from fbnas.slim.errors import SlimConfigError
+from fbnas.slim.soft import SoftWidth
 
 
 def leading_slice(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -57,6 +58,13 @@ class SlimOp:
 
     slim_path: str = ""
     """The module path inside its network (set by :class:`fbnas.slim.DynModel`)."""
+
+    soft_in: SoftWidth | None = None
+    """Soft mode (:mod:`fbnas.slim.soft`): the soft width of the input, for the cost."""
+    soft_out: SoftWidth | None = None
+    """Soft mode: the soft width of the output (a depthwise conv's: its one width)."""
+    soft_kernel: SoftWidth | None = None
+    """Soft mode: a soft kernel size (the weights are masked to the centred windows)."""
 
     def where(self) -> str:
         """``"SlimConv2d 'stages.1.blocks.0.dw.conv'"`` for error messages."""
@@ -176,6 +184,8 @@ class SlimConv2d(nn.Conv2d, SlimOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x.shape[1], self.in_channels)
         weight, bias = self._active()
+        if self.soft_kernel is not None:  # soft mode: centred windows, Σ g_k (k×k)
+            weight = weight * self.soft_kernel.kernel_mask(self.kernel_size[0])
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -339,6 +349,17 @@ def set_conv_norm_out(module: nn.Module, channels: int) -> None:
         module.bn.set_out_ch(channels)
 
 
+def set_soft_widths(module: nn.Module, soft_in: SoftWidth | None,
+                    soft_out: SoftWidth | None) -> None:
+    """Records the soft widths on the conv (and BN) of a conv-norm-act module."""
+    conv = module.conv
+    if conv.depthwise:
+        soft_in = soft_out = soft_out if soft_out is not None else soft_in
+    conv.soft_in, conv.soft_out = soft_in, soft_out
+    if "bn" in module._modules:
+        module.bn.soft_in = module.bn.soft_out = soft_out
+
+
 class SlimConvBNRelu(nn.Module):
     """conv -> [BN] -> [act] -> [upsample], the slimmable ``ConvBNRelu`` (same child names)."""
 
@@ -354,9 +375,23 @@ class SlimConvBNRelu(nn.Module):
         """Sets the output width of the conv and its BN."""
         set_conv_norm_out(self, channels)
 
+    soft_mask: torch.Tensor | None = None
+    """Soft mode: ``(C,)`` multiplied into the output (None: no mask)."""
+
+    def set_soft(self, soft_in: SoftWidth | None, soft_out: SoftWidth | None,
+                 mask: bool = True) -> None:
+        """Soft mode (:mod:`fbnas.slim.soft`): the soft input and output widths (None: the
+        set width); ``mask`` multiplies the output by the output's mask. Run at full width.
+        """
+        set_soft_widths(self, soft_in, soft_out)
+        self.soft_mask = (soft_out.mask(self.conv.max_out_channels)
+                          if mask and soft_out is not None else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for child in self.children():
             x = child(x)
+        if self.soft_mask is not None:
+            x = x * self.soft_mask.view(1, -1, 1, 1).to(x.dtype)
         return x
 
 
@@ -384,6 +419,11 @@ class SlimSE(nn.Module):
         self.se[1].set_in_ch(hidden)
         self.se[1].set_out_ch(channels)
 
+    def set_soft(self, channels: SoftWidth | None, hidden: SoftWidth | None) -> None:
+        """Soft mode: the gated width and the reduced width (masked after the reduce)."""
+        self.se[0].set_soft(channels, hidden)
+        self.se[1].soft_in, self.se[1].soft_out = hidden, channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.se(self.avg_pool(x))
 
@@ -399,6 +439,7 @@ __all__ = [
     "leading_slice",
     "set_conv_norm_in",
     "set_conv_norm_out",
+    "set_soft_widths",
     "slim_act",
     "slim_conv",
     "slim_norm",

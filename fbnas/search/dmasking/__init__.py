@@ -1,0 +1,1 @@
+"""FBNetV2 DMaskingNAS: channel, expansion, kernel and resolution search by masking."""

@@ -1,0 +1,126 @@
+"""Expected latency of the masked supernet (ALGORITHMS.md §2.3, issue 16 item 3).
+
+The latency of a block is no product of effective widths: it is read per configuration from
+a latency table (:class:`fbnas.cost.lut.LatencyTable`), which answers keys it does not hold
+from its block latency model (:mod:`fbnas.cost.block_model`). The expected latency of block
+l is the expectation over the options of the decisions its key depends on,
+
+    E[LAT_l] = Σ_i Σ_j g^{l−1}_i g^l_j · LAT_l(c_i, c_j)
+
+over its input-width options i (the previous block's output) and output-width options j —
+and, where the block has them, over its hidden-width options, its kernel options and the
+input resolution too (the same sum with more indices). Blocks tied by a residual have one
+input-and-output option. The network's is ``scale · Σ_l E[LAT_l] + offset`` (the table's
+calibration), so at one-hot weights it is exactly ``table.predict`` of the derived network.
+
+Each block's table ``LAT_l[i, j, ...]`` is filled once per supernet, keyed by the derived
+networks' own table keys (so table hits are exact); a block whose combinations exceed
+:data:`MAX_COMBINATIONS` is refused, naming it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fbnas.cost.lut import LatencyTable, MissingEntriesError, arch_items
+from fbnas.errors import ConfigError
+
+MAX_COMBINATIONS = 4096
+
+
+class MaskedLatency:
+    """The expected latency of a :class:`~fbnas.search.dmasking.supernet.MaskedSupernet`
+    from a latency table (and its block latency model)."""
+
+    def __init__(self, table: LatencyTable) -> None:
+        self.table = table
+        self._blocks: dict[str, list[tuple[list[int], torch.Tensor]]] = {}
+
+    def block_groups(self, net: Any) -> list[list[int]]:
+        """Per block (and the head, last): the architecture groups its table key depends on."""
+        units = [u for part in net.net.channel_groups.unit_dimensions() for u in part]
+        out: list[list[int]] = []
+        current: int | None = None  # the dimension entering the block
+        for b, block in enumerate(net.blocks):
+            dims = [d for d in [current, *units[b]] if d is not None]
+            groups = [net.dim_group[d] for d in dict.fromkeys(dims)]
+            groups.append(net.kernel_group[b])
+            groups.append(net.res_group)
+            out.append([g for g in dict.fromkeys(groups) if g is not None])
+            output = block.output_slot
+            current = units[b][output] if output is not None else current
+        head = [net.dim_group[current] if current is not None else None, net.res_group]
+        out.append([g for g in dict.fromkeys(head) if g is not None])
+        return out
+
+    def tables(self, net: Any) -> list[tuple[list[int], torch.Tensor]]:
+        """Per block: (its groups, ``LAT[i, j, ...]`` in ms over their options), cached.
+
+        Raises:
+            ConfigError: a block with more than :data:`MAX_COMBINATIONS` combinations.
+            MissingEntriesError: keys neither the table nor its model answers.
+        """
+        cache = json.dumps([net.space.to_dict(), net.num_classes], sort_keys=True)
+        if cache in self._blocks:  # the same space: every supernet of it prices alike
+            return self._blocks[cache]
+        result = []
+        labels = [o.label for o in net.block_options] + ["head"]
+        for position, groups in enumerate(self.block_groups(net)):
+            sizes = [len(net.groups[g].options) for g in groups]
+            count = int(torch.tensor(sizes).prod()) if sizes else 1
+            if count > MAX_COMBINATIONS:
+                raise ConfigError(f"{labels[position]}: {count} combinations of its options "
+                                  f"({' x '.join(map(str, sizes))}) are too many to price by "
+                                  f"latency (at most {MAX_COMBINATIONS}); use fewer options "
+                                  f"or --target-macs")
+            values = torch.zeros(count, dtype=torch.float64)
+            keys = []
+            for combination in itertools.product(*[range(s) for s in sizes]):
+                choice = [0] * len(net.groups)
+                for g, c in zip(groups, combination, strict=True):
+                    choice[g] = c
+                arch = net.arch_def(choice)
+                items = arch_items(arch, arch["input_size"], net.num_classes, self.table.batch)
+                keys.append(items.keys[position])
+            missing = self.table.missing(keys)
+            if missing:
+                raise MissingEntriesError(missing, f"DMasking space {net.space.name}")
+            for k, key in enumerate(keys):
+                values[k] = self.table.lookup(key)
+            result.append((groups, values.reshape(sizes).to(torch.float32)))
+        self._blocks[cache] = result
+        return result
+
+    def expected_ms(self, net: Any, weights: torch.Tensor) -> torch.Tensor:
+        """``scale · Σ_l E[LAT_l] + offset`` under ``weights`` (groups, K), differentiable."""
+        total = weights.new_zeros(())
+        for groups, values in self.tables(net):
+            term = values.to(weights.device, weights.dtype)
+            for g in groups:  # contract the leading axis with that group's weights
+                size = term.shape[0]
+                term = torch.tensordot(weights[g, :size], term, dims=1)
+            total = total + term
+        calibration = self.table.calibration
+        offset = calibration.offset_ms if calibration is not None else 0.0
+        return total * self.table.scale + offset
+
+
+def load_masked_latency(lut: str | os.PathLike | None,
+                        model: str | os.PathLike | None = None) -> MaskedLatency:
+    """A :class:`MaskedLatency` of a table file (with its block latency model: ``model``,
+    else the one beside the table)."""
+    if lut is None:
+        raise ConfigError("a latency target needs a latency table (--lut; fbnas lut build "
+                          "measures one, fbnas lut fit-model adds its block latency model)")
+    if not Path(lut).is_file():
+        raise ConfigError(f"latency table {str(lut)!r} does not exist")
+    return MaskedLatency(LatencyTable.load(lut, model=model))
+
+
+__all__ = ["MAX_COMBINATIONS", "MaskedLatency", "load_masked_latency"]
