@@ -40,7 +40,9 @@ def test_points_sit_on_drawn_features(landmark_set: Path) -> None:
         cheek = ((r.points[4] + r.points[49]) / 2 * (w, h)).astype(int)  # contour to nose
         skin = image[cheek[1], cheek[0]].mean()
         assert brightness[[104, 105]].max() < 0.8 * skin  # pupils
-        assert brightness[35] < 0.8 * skin  # the middle of the left brow
+        # Inside the left brow: between its upper edge's middle (35) and its lower edge.
+        brow = ((r.points[35] + (r.points[65] + r.points[66]) / 2) / 2 * (w, h)).astype(int)
+        assert image[brow[1], brow[0]].mean() < 0.8 * skin
 
 
 def test_angles_follow_the_documented_convention() -> None:
