@@ -83,9 +83,14 @@ def test_cli_make_and_check(tmp_path: Path, run_cli) -> None:
                      if line.startswith("train_data"))
     assert train_row.split()[1:3] == ["5", "0"]  # 5 images, 0 skipped
     lines = (tmp_path / "set" / "test_data" / "list.txt").read_text().splitlines()
-    (tmp_path / "set" / "test_data" / "list.txt").write_text(lines[0] + " 7\n")
+    (tmp_path / "set" / "test_data" / "list.txt").write_text(lines[0] + " 7\n" + lines[0])
     result = run_cli("data", "check-landmarks", tmp_path / "set")
     assert result.returncode == 2
     assert "test_data/list.txt, line 1: 217 fields" in result.stderr
+    result = run_cli("data", "check-landmarks", tmp_path / "set", "--skip-bad-lines")
+    assert result.returncode == 0, result.stderr
+    test_row = next(line for line in result.stdout.splitlines() if line.startswith("test_data"))
+    assert test_row.split()[1:3] == ["1", "1"]  # 1 image, 1 skipped
+    assert "skipped 1 bad line(s)" in result.stderr
     result = run_cli("data", "make-landmarks", "--out", tmp_path / "set", "-n", "6")
     assert result.returncode == 2 and "already holds a landmark set" in result.stderr
