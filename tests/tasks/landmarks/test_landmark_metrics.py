@@ -83,3 +83,12 @@ def test_plots_write_images(tmp_path: Path) -> None:
                                      tmp_path / "sub" / "pred.png", titles=["a", "b"])
     assert Image.open(path).size[0] > 200
     assert not list((tmp_path / "sub").glob(".*tmp"))  # written atomically
+
+
+@pytest.mark.parametrize("norm", ["nni", "inter_pupil", "box"])
+def test_nme_ignores_where_the_face_is_and_its_size(norm: str) -> None:
+    """NME is a ratio: moving and zooming truth and prediction together leaves it alone."""
+    true = faces(4)
+    pred = true + 0.02 * torch.randn(4, 106, 2)
+    moved = nme(pred * 2.5 + 0.3, true * 2.5 + 0.3, LAYOUT, norm)
+    torch.testing.assert_close(moved, nme(pred, true, LAYOUT, norm))
