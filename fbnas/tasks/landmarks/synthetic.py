@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fbnas.tasks.landmarks.layout import LandmarkDataError, LandmarkLayout, load_layout
+from fbnas.tasks.landmarks.layout import LandmarkDataError
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,6 @@ def make_landmark_set(out_dir: str | os.PathLike, n: int, seed: int = 0,
     if num_points != 106:
         raise LandmarkDataError(f"the synthetic renderer draws the 106-point layout only, "
                                 f"got num_points={num_points}")
-    layout: LandmarkLayout = load_layout(num_points)
     if not isinstance(n, int) or n < 2:
         raise LandmarkDataError(f"n must be an integer >= 2 (a training and a test image), "
                                 f"got {n!r}")
@@ -356,5 +355,4 @@ def make_landmark_set(out_dir: str | os.PathLike, n: int, seed: int = 0,
                 progress(done, n, part)
         atomic_write_text(folder / "list.txt", "\n".join(lines) + "\n")
         logger.info("wrote %d images to %s", count, folder)
-    logger.debug("rendered the %s layout", layout.name)
     return out
