@@ -16,7 +16,8 @@ Which ``d`` matters: numbers normalised differently are not comparable. ``norm``
 - ``"box"``: ``d = sqrt(W * H)`` of the true points' bounding box, the normalisation the
   106-point challenge is recalled to use (ALGORITHMS.md §5.3: unverified).
 
-A true face whose ``d`` is 0 (all points on one spot) gets NME ``inf``, not a division error.
+A true face whose ``d`` is 0 (all points on one spot) gets NME ``inf``, not a division error;
+the summaries count an ``inf`` or NaN NME (a diverged network) as a failure with no AUC.
 
 Failure rate at ``t``: the share of images with NME > ``t``. AUC at ``t``: the area under
 the CED curve (share of images with NME <= x, for x in [0, t]) divided by ``t``, computed
@@ -79,7 +80,8 @@ def _errors(nmes: torch.Tensor | np.ndarray) -> np.ndarray:
     errors = np.asarray(torch.as_tensor(nmes).detach().cpu().double().reshape(-1).numpy())
     if errors.size == 0:
         raise ValueError("no NME values (an empty evaluation set)")
-    return errors
+    # A NaN NME (a diverged network) is a failure, not a pass: NaN > t is False.
+    return np.where(np.isnan(errors), np.inf, errors)
 
 
 def failure_rate(nmes: torch.Tensor | np.ndarray, threshold: float = 0.1) -> float:

@@ -71,6 +71,9 @@ def test_failure_rate_auc_and_ced() -> None:
     assert summarise(errors) == pytest.approx({"nme": 0.0875, "failure_rate": 0.25,
                                                "auc": 0.375})
     assert auc(np.zeros(3)) == 1.0 and auc(np.full(3, 0.5)) == 0.0
+    diverged = np.array([0.0, np.nan, np.inf, 0.05])
+    assert failure_rate(diverged) == 0.5 and auc(diverged) == pytest.approx(0.375)
+    assert ced_curve(diverged, steps=3)[1].tolist() == [0.25, 0.5, 0.5]
 
 
 def test_plots_write_images(tmp_path: Path) -> None:
