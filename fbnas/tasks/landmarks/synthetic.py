@@ -246,7 +246,7 @@ def render_face(rng: np.random.Generator, resolution: int = 112,
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
-    """The convex hull ``(K, 2)`` of ``points`` ``(N, 2)``, counter-clockwise (monotone
+    """The convex hull ``(K, 2)`` of ``points`` ``(N, 2)`` in order around it (monotone
     chain)."""
     pts = sorted(map(tuple, points.tolist()))
 
