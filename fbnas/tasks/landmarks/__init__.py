@@ -1,0 +1,1 @@
+"""Facial landmarks (PFLD, 106 points): data, models, losses, metrics and the task."""
