@@ -276,7 +276,9 @@ class PFLDFrame(nn.Module):
     """
 
     def __init__(self, num_points: int = 106) -> None:
-        super().__init__()
+        # nn.Module's, not super()'s: the supernet is also an FBNetV1 Supernet (for its θ
+        # methods) and builds its own layers instead of that class's.
+        nn.Module.__init__(self)
         self.num_points = num_points
         for name, (plan, _, _) in _fixed_specs(num_points).items():
             setattr(self, name, plan.build())
