@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from fbnas.cli.data_landmarks import data
 from fbnas.cli.demo import demo
 from fbnas.cli.export import export
 from fbnas.cli.info import info
@@ -43,6 +44,7 @@ cli.add_command(search)
 cli.add_command(export)
 cli.add_command(train)
 cli.add_command(eval_command)
+cli.add_command(data)
 
 
 def main(argv: list[str] | None = None) -> int:
