@@ -57,8 +57,8 @@ from fbnas.tasks.landmarks.models import (
     PFLD_FM_SIZES,
     PFLDFrame,
     PFLDLayer,
-    _fixed_specs,
     candidate_plans,
+    fixed_parts,
     pfld_fixed_cost,
     pfld_layers,
 )
@@ -108,7 +108,7 @@ def candidate_keys(layers: Sequence[PFLDLayer]) -> list[list[str]]:
 def fixed_keys(num_points: int = 106) -> dict[str, str]:
     """Part name -> latency-table key of PFLD's fixed parts (the auxiliary net excluded)."""
     out = {}
-    for name, (spec, cin, hw) in _fixed_specs(num_points).items():
+    for name, (spec, cin, hw) in fixed_parts(num_points).items():
         out[name] = f"pfld_{name}|{cin}x{hw[0]}x{hw[1]}|{spec.out_channels}"
     return out
 
@@ -155,7 +155,7 @@ def build_pfld_table(path: str | os.PathLike | None = None, threads: int = 1,
         items += [(k, plan.build(), (1, cin, *hw)) for k, plan in zip(keys, plans,
                                                                       strict=True)]
         cin = layer.out_channels
-    for (_name, (spec, c, hw)), key in zip(_fixed_specs(num_points).items(),
+    for (_name, (spec, c, hw)), key in zip(fixed_parts(num_points).items(),
                                           fixed_keys(num_points).values(), strict=True):
         items.append((key, spec.build(), (1, c, *hw)))
     entries: dict[str, LatencyEntry] = {}

@@ -228,7 +228,7 @@ def candidate_plans(layers: Sequence[PFLDLayer], in_channels: int = 32
 # --------------------------------------------------------------------------- PFLD
 
 
-def _fixed_specs(num_points: int) -> dict[str, tuple[Any, int, tuple[int, int]]]:
+def fixed_parts(num_points: int = 106) -> dict[str, tuple[Any, int, tuple[int, int]]]:
     """name -> (plan or spec, input channels, input size) of PFLD's fixed parts at 112."""
 
     def block(op: str, cin: int, cout: int, stride: int, **kwargs: Any) -> BlockPlan:
@@ -255,7 +255,7 @@ def _fixed_specs(num_points: int) -> dict[str, tuple[Any, int, tuple[int, int]]]
 def pfld_fixed_cost(num_points: int = 106) -> Cost:
     """Params and MACs of PFLD's fixed parts (without the auxiliary net)."""
     total = Cost()
-    for plan, _, hw in _fixed_specs(num_points).values():
+    for plan, _, hw in fixed_parts(num_points).values():
         total += plan.cost(hw)[0]
     return total
 
@@ -280,7 +280,7 @@ class PFLDFrame(nn.Module):
         # methods) and builds its own layers instead of that class's.
         nn.Module.__init__(self)
         self.num_points = num_points
-        for name, (plan, _, _) in _fixed_specs(num_points).items():
+        for name, (plan, _, _) in fixed_parts(num_points).items():
             setattr(self, name, plan.build())
         self.stem_pool = nn.MaxPool2d(2)
         self.aux = AuxNet(16)
