@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,23 +66,22 @@ from fbnas.train.distributed import DistContext
 
 logger = logging.getLogger(__name__)
 
-PFLD_SEARCH_DEFAULTS: dict[str, Any] = {
-    "loss_form": "mul", "alpha": 0.25, "beta": 0.6, "cost": "macs", "theta_lr": 0.01,
-    "theta_weight_decay": 5e-4, "tau0": 5.0, "tau_decay": math.exp(-0.045),
-    "w_lr": 0.01, "w_weight_decay": 1e-6, "w_momentum": 0.9, "resolution": 112,
-}
-"""NNI's PFLD search settings where fbnas's engine has them (α, β, ``mul``, θ's AdamW lr and
-weight decay as Adam's, τ₀ = 5 decaying by exp(−0.045) per epoch). The weights train with
-the engine's SGD (NNI: RMSprop lr 1e-4 over 300 epochs; SGD lr 0.01 learns in the few
-epochs a CPU search has)."""
+PFLD_CONFIG = "pfld"
+"""The built-in search config of NNI's PFLD settings (``configs/pfld.yaml``): ``mul`` with
+α = 0.25, β = 0.6, θ's lr 0.01 and weight decay 5e-4, τ₀ = 5 decaying by exp(−0.045) per
+epoch; the weights train with the engine's SGD (NNI: RMSprop lr 1e-4 over 300 epochs)."""
+
 
 _IN_HW = ((14, 14), (14, 14), (14, 14), (7, 7), (7, 7))
 """The input size of each searched layer (the first stage_1 layer halves 14 to 7)."""
 
 
 def pfld_search_config(**changes: Any) -> DNASConfig:
-    """:class:`DNASConfig` with :data:`PFLD_SEARCH_DEFAULTS`, then ``changes``."""
-    return DNASConfig(**{**PFLD_SEARCH_DEFAULTS, **changes})
+    """The ``pfld`` search config (:data:`PFLD_CONFIG`), then ``changes``."""
+    from fbnas.search.dnas.search import load_search_config
+
+    config = load_search_config(PFLD_CONFIG)
+    return config.replace(**changes) if changes else config
 
 
 # --------------------------------------------------------------------------- costs
@@ -344,6 +342,6 @@ def run_pfld_search(data_spec: str, config: DNASConfig, out_dir: str | os.PathLi
                         result.history, result.model)
 
 
-__all__ = ["PFLD_FM_SIZES", "PFLD_SEARCH_DEFAULTS", "PFLDSupernet", "build_pfld_table",
+__all__ = ["PFLD_CONFIG", "PFLD_FM_SIZES", "PFLDSupernet", "build_pfld_table",
            "pfld_layer_costs", "pfld_search_config", "pfld_subnet_state_dict",
            "run_pfld_search"]

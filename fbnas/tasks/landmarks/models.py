@@ -129,6 +129,7 @@ class LandmarkMSHead(nn.Module):
         self.conv8 = nn.Conv2d(mid, top, (fm_size + 1) // 2, 1, 0)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels + mid + top, 2 * num_points)
+        nn.init.constant_(self.fc.bias, 0.5)  # points start at the crop's centre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s1 = self.pool(x).flatten(1)
@@ -284,6 +285,9 @@ class PFLDFrame(nn.Module):
             setattr(self, name, plan.build())
         self.stem_pool = nn.MaxPool2d(2)
         self.aux = AuxNet(16)
+        # Every point starts at the crop's centre, not at its corner (an fbnas choice: the
+        # first epochs then learn the face, not the offset).
+        nn.init.constant_(self.head_conv.conv.bias, 0.5)
 
     def run_layer(self, i: int, x: torch.Tensor, sample: Any) -> torch.Tensor:
         raise NotImplementedError
