@@ -196,11 +196,15 @@ class LandmarkDataset(Dataset):
     ``{"points": (P, 2), "angles": (3,), "attributes": (6,)}`` float32 (attributes are zeros
     when the list has none). Points stay fractions of the crop, so resizing never changes
     them. ``augment`` (training only) moves image and points together.
+
+    ``cache_images`` keeps each decoded, resized image (uint8, ``3 R R`` bytes: 37 KB at
+    112) after its first read, for small sets read for many epochs (the demo, tests); each
+    DataLoader worker holds its own cache.
     """
 
     def __init__(self, root: str | os.PathLike, num_points: int = 106, resolution: int = 112,
                  augment: LandmarkAugment | None = None, skip_bad_lines: bool = False,
-                 tolerance: float = DEFAULT_TOLERANCE) -> None:
+                 tolerance: float = DEFAULT_TOLERANCE, cache_images: bool = False) -> None:
         self.root = Path(root)
         if not isinstance(resolution, int) or resolution < 8:
             raise LandmarkDataError(f"resolution must be an integer >= 8, got {resolution!r}")
@@ -213,14 +217,21 @@ class LandmarkDataset(Dataset):
         self.records, self.skipped = read_landmark_list(
             self.root / "list.txt", num_points, skip_bad_lines, tolerance)
         self.has_attributes = any(r.attributes is not None for r in self.records)
+        self.cache: dict[int, torch.Tensor] | None = {} if cache_images else None
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         record = self.records[index]
-        image = load_image(record.image, self.resolution,
-                           f"{self.root / 'list.txt'}, line {record.line}: ")
+        image = self.cache.get(index) if self.cache is not None else None
+        if image is None:
+            image = load_image(record.image, self.resolution,
+                               f"{self.root / 'list.txt'}, line {record.line}: ")
+            if self.cache is not None:
+                self.cache[index] = image.mul(255.0).round_().to(torch.uint8)
+        else:
+            image = image.float().div_(255.0)
         points = torch.from_numpy(record.points.copy())
         angles = torch.from_numpy(record.angles.copy())
         if self.augment is not None:
@@ -234,7 +245,7 @@ class LandmarkDataset(Dataset):
 def open_landmark_datasets(root: str | os.PathLike, num_points: int = 106,
                            resolution: int = 112, augment: LandmarkAugment | None = None,
                            skip_bad_lines: bool = False,
-                           tolerance: float = DEFAULT_TOLERANCE
+                           tolerance: float = DEFAULT_TOLERANCE, cache_images: bool = False
                            ) -> tuple[LandmarkDataset, LandmarkDataset]:
     """The training and test sets of ``root`` (``train_data/`` and ``test_data/``), both
     checked before anything trains; ``augment`` applies to the training set only."""
@@ -247,9 +258,9 @@ def open_landmark_datasets(root: str | os.PathLike, num_points: int = 106,
                                 f"{' or '.join(missing)}/ (expected train_data/ and "
                                 f"test_data/, each with imgs/ and list.txt)")
     train = LandmarkDataset(root / "train_data", num_points, resolution, augment,
-                            skip_bad_lines, tolerance)
+                            skip_bad_lines, tolerance, cache_images)
     test = LandmarkDataset(root / "test_data", num_points, resolution, None, skip_bad_lines,
-                           tolerance)
+                           tolerance, cache_images)
     return train, test
 
 

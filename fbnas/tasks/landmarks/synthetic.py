@@ -194,7 +194,7 @@ def render_face(rng: np.random.Generator, resolution: int = 112,
     rot = rotation(*angles)
     scale = rng.uniform(settings.scale_min, settings.scale_max)
     centre = 0.5 + rng.uniform(-settings.max_shift, settings.max_shift, size=2)
-    centre[1] += 0.04  # the template's origin sits between the eyes and the nose tip
+    centre[1] -= 0.06  # centres the landmarks (brows to chin) rather than the whole head
 
     def project(p3: np.ndarray) -> np.ndarray:
         return (p3 @ rot.T)[:, :2] * scale + centre

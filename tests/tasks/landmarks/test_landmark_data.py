@@ -116,6 +116,17 @@ def test_dataset_items_and_resize(landmark_set: Path) -> None:
     assert batch[0].shape == (4, 3, 64, 64) and batch[1]["points"].shape == (4, 106, 2)
 
 
+def test_cached_images_equal_read_ones(landmark_copy: Path) -> None:
+    plain = LandmarkDataset(landmark_copy / "test_data")
+    cached = LandmarkDataset(landmark_copy / "test_data", cache_images=True)
+    read = plain[0][0]
+    assert torch.equal(cached[0][0], read)
+    (landmark_copy / "test_data" / "imgs" / "000000.png").unlink()
+    assert torch.equal(cached[0][0], read)  # from the cache, bit for bit
+    with pytest.raises(LandmarkDataError, match="line 1: image .* does not exist"):
+        plain[0]
+
+
 def test_missing_parts_are_errors(tmp_path: Path, landmark_copy: Path) -> None:
     with pytest.raises(LandmarkDataError, match="does not exist"):
         open_landmark_datasets(tmp_path / "nowhere")

@@ -40,7 +40,9 @@ def test_points_sit_on_drawn_features(landmark_set: Path) -> None:
         cheek = ((r.points[4] + r.points[49]) / 2 * (w, h)).astype(int)  # contour to nose
         skin = image[cheek[1], cheek[0]].mean()
         assert brightness[[104, 105]].max() < 0.8 * skin  # pupils
-        assert brightness[35] < 0.8 * skin  # the middle of the left brow
+        # Inside the left brow: between its upper edge's middle (35) and its lower edge.
+        brow = ((r.points[35] + (r.points[65] + r.points[66]) / 2) / 2 * (w, h)).astype(int)
+        assert image[brow[1], brow[0]].mean() < 0.8 * skin
 
 
 def test_angles_follow_the_documented_convention() -> None:
@@ -81,9 +83,14 @@ def test_cli_make_and_check(tmp_path: Path, run_cli) -> None:
                      if line.startswith("train_data"))
     assert train_row.split()[1:3] == ["5", "0"]  # 5 images, 0 skipped
     lines = (tmp_path / "set" / "test_data" / "list.txt").read_text().splitlines()
-    (tmp_path / "set" / "test_data" / "list.txt").write_text(lines[0] + " 7\n")
+    (tmp_path / "set" / "test_data" / "list.txt").write_text(lines[0] + " 7\n" + lines[0])
     result = run_cli("data", "check-landmarks", tmp_path / "set")
     assert result.returncode == 2
     assert "test_data/list.txt, line 1: 217 fields" in result.stderr
+    result = run_cli("data", "check-landmarks", tmp_path / "set", "--skip-bad-lines")
+    assert result.returncode == 0, result.stderr
+    test_row = next(line for line in result.stdout.splitlines() if line.startswith("test_data"))
+    assert test_row.split()[1:3] == ["1", "1"]  # 1 image, 1 skipped
+    assert "skipped 1 bad line(s)" in result.stderr
     result = run_cli("data", "make-landmarks", "--out", tmp_path / "set", "-n", "6")
     assert result.returncode == 2 and "already holds a landmark set" in result.stderr
