@@ -118,12 +118,12 @@ def _sha256(path: Path) -> str:
               help="landmarks: seed 004's flow on a synthetic 106-point set (MobileNetV3-PFLD "
                    "baseline, PFLD supernet search, fine-tune, eval, export; "
                    "fbnas.cli.demo_landmarks); its defaults: 6 search and 4 train epochs.")
-@click.option("--images", type=click.IntRange(min=10), default=200, show_default=True,
+@click.option("--images", type=click.IntRange(min=10), default=120, show_default=True,
               help="--task landmarks: images of the synthetic set (a fifth validates).")
 @click.pass_context
 def demo(ctx: click.Context, out: Path, search_epochs: int | None, train_epochs: int,
          target_share: float, mode: str, data_spec: str, threads: int, seed: int,
-         task_name: str = "classification", images: int = 200) -> None:
+         task_name: str = "classification", images: int = 120) -> None:
     """Runs the FBNet flow end to end on the embedded digits data (a few minutes, CPU).
 
     1. measures a latency table of the reduced FBNetV1 space (7 layers x 9 candidates,
