@@ -117,13 +117,13 @@ def _sha256(path: Path) -> str:
               default="classification", show_default=True,
               help="landmarks: seed 004's flow on a synthetic 106-point set (MobileNetV3-PFLD "
                    "baseline, PFLD supernet search, fine-tune, eval, export; "
-                   "fbnas.cli.demo_landmarks); its defaults: 6 search and 4 train epochs.")
-@click.option("--images", type=click.IntRange(min=10), default=120, show_default=True,
+                   "fbnas.cli.demo_landmarks); its defaults: 6 search and 8 train epochs, batch 16.")
+@click.option("--images", type=click.IntRange(min=10), default=300, show_default=True,
               help="--task landmarks: images of the synthetic set (a fifth validates).")
 @click.pass_context
 def demo(ctx: click.Context, out: Path, search_epochs: int | None, train_epochs: int,
          target_share: float, mode: str, data_spec: str, threads: int, seed: int,
-         task_name: str = "classification", images: int = 120) -> None:
+         task_name: str = "classification", images: int = 300) -> None:
     """Runs the FBNet flow end to end on the embedded digits data (a few minutes, CPU).
 
     1. measures a latency table of the reduced FBNetV1 space (7 layers x 9 candidates,
@@ -142,7 +142,7 @@ def demo(ctx: click.Context, out: Path, search_epochs: int | None, train_epochs:
         report = run_landmark_demo(out if ctx.get_parameter_source("out") is not
                                    click.core.ParameterSource.DEFAULT else
                                    Path("fbnas-demo-landmarks"), images, search_epochs or 6,
-                                   4 if default else train_epochs, mode, threads, seed)
+                                   8 if default else train_epochs, mode, threads, seed)
         click.echo(f"report: {report}")
         return
     from fbnas.cost.latency import DeviceInfo

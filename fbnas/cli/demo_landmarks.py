@@ -53,7 +53,7 @@ def _measured_ms(model: torch.nn.Module, threads: int) -> float:
 
 
 def run_landmark_demo(out: Path, images: int, search_epochs: int, train_epochs: int,
-                      mode: str, threads: int, seed: int, batch_size: int = 32) -> Path:
+                      mode: str, threads: int, seed: int, batch_size: int = 16) -> Path:
     """Runs the demo into ``out`` and returns ``out/report.md``."""
     from fbnas.cli.landmarks import image_nmes, load_weights
     from fbnas.cli.search import SearchProgress
