@@ -117,7 +117,8 @@ def _sha256(path: Path) -> str:
               default="classification", show_default=True,
               help="landmarks: seed 004's flow on a synthetic 106-point set (MobileNetV3-PFLD "
                    "baseline, PFLD supernet search, fine-tune, eval, export; "
-                   "fbnas.cli.demo_landmarks); its defaults: 6 search and 8 train epochs, batch 16.")
+                   "fbnas.cli.demo_landmarks); its defaults: 6 search and 8 train epochs, "
+                   "batch 16.")
 @click.option("--images", type=click.IntRange(min=10), default=300, show_default=True,
               help="--task landmarks: images of the synthetic set (a fifth validates).")
 @click.pass_context
