@@ -1,6 +1,6 @@
 """The block and head registries and every built-in op family (importing this registers them)."""
 
-from fbnas.blocks import conv, irf, mobileone, pool, resnet  # noqa: F401  (registration)
+from fbnas.blocks import conv, irf, light, mobileone, pool, resnet  # noqa: F401  (registration)
 from fbnas.blocks.heads import (
     HEADS,
     ClsConvHead,

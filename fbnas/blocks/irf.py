@@ -10,7 +10,7 @@ off or reshape them, which is how one family covers FusedMBConv (``skip_dw`` + a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from fbnas.blocks.layers import (
     ConvNormAct,
     ConvSpec,
     Cost,
+    ESESpec,
     NormSpec,
     SESpec,
     TorchAdd,
@@ -109,6 +110,9 @@ class IRFPlan:
     residual: bool
     drop_connect_rate: float | None
     last_act: ActSpec | None
+    se_act: ActSpec | None = None
+    """The depthwise conv's activation when an eSE sits between its norm and it (PFLD's
+    order: dw -> BN -> eSE -> act); None otherwise (the act is part of ``dw``)."""
 
     def cost(self, in_hw: HW) -> tuple[Cost, HW]:
         total, hw = Cost(), in_hw
@@ -148,6 +152,8 @@ class IRFBlock(nn.Module):
             self.dw = plan.dw.build()
         if plan.se is not None:
             self.se = plan.se.build()
+        if plan.se_act is not None:
+            self.se_relu = plan.se_act.build()
         if plan.pwl is not None:
             self.pwl = plan.pwl.build()
         self.res_conn = TorchAdd(plan.drop_connect_rate) if plan.residual else None
@@ -159,7 +165,7 @@ class IRFBlock(nn.Module):
 
         The DNAS supernet runs the projection itself, with its mixture weight folded into BN.
         """
-        for name in ("pw", "shuffle", "upsample", "dw", "se"):
+        for name in ("pw", "shuffle", "upsample", "dw", "se", "se_relu"):
             part = getattr(self, name, None)
             if part is not None:
                 x = part(x)
@@ -282,13 +288,16 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
             None if skip_bnrelu else NormSpec.from_args(bn_args, mid, "bn_args"),
             None if skip_bnrelu else act)
 
-    se = None
+    se = se_act = None
     if options["se_args"] is not None:
         ratio = 0.25 / expansion if options["less_se_channels"] else 0.25
         raw = mid * ratio
         hidden = round_channels(round_half_away(raw) if options["round_se_channels"]
                                 else int(raw), divisor)
         se = se_spec(named_args(options["se_args"], "se_args"), mid, hidden, act)
+        if isinstance(se, ESESpec) and dw is not None and dw.act is not None:
+            # PFLD places the eSE after the depthwise BN, before its activation.
+            dw, se_act = replace(dw, act=None), dw.act
 
     pwl = None
     block_out = mid
@@ -318,7 +327,7 @@ def resolve_irf(in_channels: int, out_channels: int, stride: int,
         in_channels=in_channels, out_channels=block_out, pw=pw, shuffle_groups=shuffle,
         upsample=-stride if stride < 0 else 1, dw=dw, se=se, pwl=pwl, residual=residual,
         drop_connect_rate=options["drop_connect_rate"],
-        last_act=act if options["last_relu"] else None)
+        last_act=act if options["last_relu"] else None, se_act=se_act)
 
 
 # Named variants as data: (name, fixed options, overridable defaults).
@@ -333,6 +342,13 @@ for _k in (3, 5):
         (f"ir_k{_k}_sehsig_hs", {"kernel_size": _k},
          {"se_args": "se_hsig", "relu_args": "hswish"}),
     ]
+    # PFLD's blocks (ALGORITHMS.md §5.2): the unreduced eSE (its depthwise pooling needs
+    # ``se_args.fm_size``, the feature size the block sees) and a dilated depthwise conv
+    # with "same" padding d * (k - 1) / 2 (NNI's k // 2 + d - 1 for k = 3).
+    _VARIANTS.append((f"ir_k{_k}_ese", {"kernel_size": _k}, {"se_args": {"name": "ese"}}))
+    for _d in (2, 3):
+        _VARIANTS.append((f"ir_k{_k}_d{_d}", {"kernel_size": _k},
+                          {"dw_args": {"dilation": _d, "padding": _d * (_k - 1) // 2}}))
 for _name, _fixed, _defaults in _VARIANTS:
     register_family(_name, IRFOptions, resolve_irf, fixed=_fixed, defaults=_defaults,
                     description="inverted residual: pw 1x1 -> dw kxk -> [SE] -> pwl 1x1")

@@ -373,16 +373,86 @@ class SESpec:
         return SEModule(self)
 
 
+class ESEModule(nn.Module):
+    """Effective squeeze-excitation (VoVNetV2's eSE, as PFLD's NNI example uses it): pool ->
+    1x1 conv C->C with bias (no reduction) -> hard-sigmoid gate -> multiply.
+
+    The pooling is a depthwise ``fm_size`` x ``fm_size`` conv over the whole map (a learned
+    weighted average, the seed's choice, which mobile runtimes run as one conv) or, with
+    ``pool="avg"``, a global average pool.
+    """
+
+    def __init__(self, spec: ESESpec) -> None:
+        super().__init__()
+        if spec.pool == "dw":
+            self.pool: nn.Module = ConvSpec(spec.channels, spec.channels, spec.fm_size,
+                                            groups=spec.channels).build()
+        else:
+            self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Conv2d(spec.channels, spec.channels, 1, bias=True)
+        self.gate = HSigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.fc(self.pool(x)))  # (N, C, H, W) * (N, C, 1, 1)
+
+
+@dataclass(frozen=True)
+class ESESpec:
+    """An eSE over ``channels``: ``pool`` is ``dw`` (a depthwise ``fm_size``-square conv,
+    which needs the feature size the block sees) or ``avg`` (global average pooling)."""
+
+    channels: int
+    pool: str = "dw"
+    fm_size: int | None = None
+
+    @property
+    def cost(self) -> Cost:
+        fc = self.channels * self.channels
+        params, macs = fc + self.channels, fc
+        if self.pool == "dw":
+            pool = self.channels * int(self.fm_size or 0) ** 2
+            params, macs = params + pool, macs + pool
+        return Cost(params, macs)
+
+    def build(self) -> ESEModule:
+        return ESEModule(self)
+
+
+ESE = "ese"
+"""The eSE's name in ``se_args`` (``{"name": "ese", "fm_size": 14}``)."""
+
+
+def _ese_spec(se_args: Mapping[str, Any], channels: int, key: str) -> ESESpec:
+    unknown = sorted(set(se_args) - {"name", "pool", "fm_size"})
+    if unknown:
+        raise ArchDefError(f"eSE has no option {unknown[0]!r} (accepted: fm_size, pool)",
+                           key=f"{key}.{unknown[0]}")
+    pool = se_args.get("pool", "dw")
+    if pool not in ("dw", "avg"):
+        raise ArchDefError(f"eSE pool must be 'dw' or 'avg', got {pool!r}", key=f"{key}.pool")
+    fm_size = se_args.get("fm_size")
+    if pool == "dw" and (isinstance(fm_size, bool) or not isinstance(fm_size, int)
+                         or fm_size < 1):
+        raise ArchDefError(f"eSE pooling with a depthwise conv needs the feature size the "
+                           f"block sees: set {key}.fm_size (an int >= 1, got {fm_size!r}) "
+                           f"or pool='avg'", key=f"{key}.fm_size")
+    return ESESpec(channels, pool, fm_size if pool == "dw" else None)
+
+
 def se_spec(
     se_args: Mapping[str, Any] | None, channels: int, hidden: int, block_act: ActSpec | None,
     key: str = "se_args",
-) -> SESpec | None:
-    """Resolves ``se_args`` (``"se"``, ``"se_hsig"`` or a dict with ``relu_args``)."""
+) -> SESpec | ESESpec | None:
+    """Resolves ``se_args`` (``"se"``, ``"se_hsig"`` or a dict with ``relu_args``; or
+    ``{"name": "ese", "fm_size": F}``, the unreduced eSE)."""
     if se_args is None:
         return None
     name = se_args["name"]
+    if name == ESE:
+        return _ese_spec(se_args, channels, key)
     if name not in SE_GATES:
-        raise ArchDefError(f"unknown SE type {name!r} (known: {', '.join(SE_GATES)})", key=key)
+        raise ArchDefError(f"unknown SE type {name!r} (known: {', '.join([*SE_GATES, ESE])})",
+                           key=key)
     unknown = sorted(set(se_args) - {"name", "relu_args"})
     if unknown:
         raise ArchDefError(f"SE has no option {unknown[0]!r}", key=f"{key}.{unknown[0]}")

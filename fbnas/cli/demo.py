@@ -113,8 +113,18 @@ def _sha256(path: Path) -> str:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for latency measurement.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: Path, search_epochs: int | None, train_epochs: int, target_share: float, mode: str,
-         data_spec: str, threads: int, seed: int) -> None:
+@click.option("--task", "task_name", type=click.Choice(["classification", "landmarks"]),
+              default="classification", show_default=True,
+              help="landmarks: seed 004's flow on a synthetic 106-point set (MobileNetV3-PFLD "
+                   "baseline, PFLD supernet search, fine-tune, eval, export; "
+                   "fbnas.cli.demo_landmarks); its defaults: 6 search and 8 train epochs, "
+                   "batch 16.")
+@click.option("--images", type=click.IntRange(min=10), default=300, show_default=True,
+              help="--task landmarks: images of the synthetic set (a fifth validates).")
+@click.pass_context
+def demo(ctx: click.Context, out: Path, search_epochs: int | None, train_epochs: int,
+         target_share: float, mode: str, data_spec: str, threads: int, seed: int,
+         task_name: str = "classification", images: int = 300) -> None:
     """Runs the FBNet flow end to end on the embedded digits data (a few minutes, CPU).
 
     1. measures a latency table of the reduced FBNetV1 space (7 layers x 9 candidates,
@@ -126,6 +136,16 @@ def demo(out: Path, search_epochs: int | None, train_epochs: int, target_share: 
     steps after it.
     """
     keep_freed_memory()  # steps reuse freed activation memory: fbnas.train.memory
+    if task_name == "landmarks":
+        from fbnas.cli.demo_landmarks import run_landmark_demo
+
+        default = ctx.get_parameter_source("train_epochs") is click.core.ParameterSource.DEFAULT
+        report = run_landmark_demo(out if ctx.get_parameter_source("out") is not
+                                   click.core.ParameterSource.DEFAULT else
+                                   Path("fbnas-demo-landmarks"), images, search_epochs or 6,
+                                   8 if default else train_epochs, mode, threads, seed)
+        click.echo(f"report: {report}")
+        return
     from fbnas.cost.latency import DeviceInfo
     from fbnas.data import open_datasets
     from fbnas.search import get_space

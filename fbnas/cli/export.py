@@ -35,6 +35,8 @@ def load_source(source: str, num_classes: int | None) -> tuple[FBNet, bool]:
 
 def head_text(model: FBNet) -> str:
     """``10 classes`` for a classifier, else the head's op and options."""
+    if getattr(model, "num_points", None) is not None:  # a landmark network (PFLD's own head)
+        return f"{model.num_points} landmarks"
     if model.num_classes is not None:
         return f"{model.num_classes} classes"
     if model.head_spec is None:

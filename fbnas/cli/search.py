@@ -214,9 +214,14 @@ def resolve_config(ctx: click.Context, source: str | None, assignments: Sequence
 
 
 @search.command("dnas")
-@click.option("--space", "space_name", required=True,
+@click.option("--space", "space_name",
               help="Search space: a name (fbnas space list) or a .json/.yaml space file "
-                   "(fbnas space show NAME --json writes one to start from).")
+                   "(fbnas space show NAME --json writes one to start from); with --task "
+                   "landmarks the PFLD supernet's pfld space.")
+@click.option("--task", "task_name", type=click.Choice(["classification", "landmarks"]),
+              default="classification", show_default=True,
+              help="landmarks: search the PFLD supernet (seed 004) on --data, a folder with "
+                   "train_data/ and test_data/; settings default to --config pfld.")
 @click.option("--data", "-d", "data_spec", required=True, help="Dataset spec, e.g. digits.")
 @click.option("--config", "-c", "config_source", metavar="FILE|NAME",
               help=f"Search settings: a YAML/JSON file with any DNASConfig keys, or a "
@@ -242,7 +247,7 @@ def resolve_config(ctx: click.Context, source: str | None, assignments: Sequence
 def search_dnas(ctx: click.Context, space_name: str, data_spec: str, config_source: str | None,
                 assignments: tuple[str, ...], lut_path: Path | None, target_ms: float | None,
                 target_macs: float | None, threads: int, resume: bool, nproc: int | None,
-                out: Path, **settings: Any) -> None:
+                out: Path, task_name: str = "classification", **settings: Any) -> None:
     """Searches a space with FBNetV1's Gumbel-softmax supernet and a cost-aware loss.
 
     Settings: --config (a file or a built-in name: paper, the FBNetV1 paper's schedule;
@@ -278,9 +283,25 @@ def search_dnas(ctx: click.Context, space_name: str, data_spec: str, config_sour
     if (out / "last.pt").exists() and not resume:
         raise click.UsageError(f"{out} already holds a search (last.pt); pass --resume to "
                                f"continue it or choose another --out")
+    if task_name == "landmarks":
+        if space_name not in (None, "pfld"):
+            raise click.UsageError(f"--task landmarks searches the pfld space, not "
+                                   f"{space_name!r}")
+        config_source = config_source or "pfld"
+    elif space_name is None:
+        raise click.UsageError("--space is required (unless --task landmarks)")
     config = resolve_config(ctx, config_source, assignments, settings, target_ms, target_macs)
     cost, resolution, target = config.cost, config.resolution, config.target
     context = init_distributed(resolve_device(config.device, DistContext()).type)
+    if task_name == "landmarks":
+        from fbnas.cli.landmarks import search_landmarks
+
+        try:
+            search_landmarks(data_spec, config, out, lut_path, threads, resume, context,
+                             SearchProgress() if context.is_main else None)
+        finally:
+            shutdown_distributed()
+        return
     try:
         num_classes = open_datasets(data_spec, resolution).num_classes
         table_ = _shared_table(space_name, lut_path, out, resolution, threads, cost, context,

@@ -42,6 +42,8 @@ def metric_text(task: Task, name: str, value: float) -> str:
     """One metric for people: ``top-1 97.50 %`` for accuracies, ``loss 0.1234`` else."""
     if isinstance(task, ClassificationTask) and name.startswith("top"):
         return f"top-{name[3:]} {value:.2f} %"
+    if task.name == "landmarks" and name != "loss":  # NME, failure rate, AUC in %
+        return f"{name.replace('_', ' ')} {value:.2f} %"
     return f"{name} {value:.4f}"
 
 
@@ -113,6 +115,9 @@ def _resolve_recipe(config: str | None, overrides: tuple[str, ...],
 
 
 def _build(arch: Any, task: Task, width_ratio: float) -> FBNet:
+    builder = getattr(task, "build_model", None)  # a task with its own networks (landmarks)
+    if builder is not None:
+        return builder(arch, width_ratio)
     return build_model(arch, width_ratio=width_ratio, head=task.head_spec)
 
 
@@ -149,6 +154,11 @@ def _build(arch: Any, task: Task, width_ratio: float) -> FBNet:
 @click.option("--tensorboard/--no-tensorboard", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
+@click.option("--task", "task_name", type=click.Choice(["classification", "landmarks"]),
+              default="classification", show_default=True,
+              help="landmarks: --data is a folder with train_data/ and test_data/, ARCH "
+                   "pfld, mbv3_pfld or an architecture file; the recipe defaults to "
+                   "'landmarks'.")
 @click.pass_context
 def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path,
           config: str | None, overrides: tuple[str, ...], epochs: int | None,
@@ -156,7 +166,7 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
           resolution: int | None, workers: int | None, width_ratio: float, device: str,
           threads: int | None, resume: bool, init_from: Path | None,
           supernet_run: Path | None, nproc: int | None, tensorboard: bool,
-          progress: bool | None) -> None:
+          progress: bool | None, task_name: str = "classification") -> None:
     """Trains ARCH (a zoo name or arch-def file) on --data with a recipe.
 
     The recipe is --config (a YAML file or a built-in name), then --set KEY=VALUE
@@ -209,6 +219,8 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
         if (out / ckpt.LAST).exists():
             raise click.UsageError(f"{out} already holds a run ({ckpt.LAST}); pass --resume "
                                    f"to continue it or choose another --out")
+        if task_name == "landmarks" and config is None:
+            config = "landmarks"
         recipe = _resolve_recipe(config, overrides, flags)
         arch_source = arch
         run_info = {"arch": arch}
@@ -216,6 +228,10 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
     context = init_distributed(resolve_device(device, _single()).type)
     try:
         task = recorded_task(saved, "the checkpoint") if saved is not None else None
+        if task is None and task_name == "landmarks":
+            from fbnas.tasks.landmarks.task import LandmarkTask
+
+            task = LandmarkTask()
         if task is None:  # a new run, or one written before tasks were recorded
             data = open_datasets(data_spec, recipe.resolution, recipe.augment)
             task = ClassificationTask.for_data(data)
@@ -235,6 +251,13 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
                 click.echo(f"{supernet_run}: started from the masked supernet's leading "
                            f"channels after {epochs} search epochs ({', '.join(names)})",
                            err=True)
+        elif supernet_run is not None and not resume and task.name == "landmarks":
+            from fbnas.cli.landmarks import init_from_pfld_supernet
+
+            note = init_from_pfld_supernet(model, supernet_run)
+            run_info["init_from_supernet"] = str(supernet_run)
+            if context.is_main:
+                click.echo(f"{supernet_run}: {note}", err=True)
         elif supernet_run is not None and not resume:
             run = from_supernet.load_supernet_run(supernet_run)
             choices = from_supernet.init_from_supernet(model, run)
@@ -249,8 +272,10 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
                           listeners=listeners, run_info=run_info, tensorboard=tensorboard,
                           task=task)
         if context.is_main:
+            what = (f"{data.num_classes} classes" if data.num_classes is not None else
+                    f"{getattr(task, 'num_points', '?')} landmarks")
             click.echo(f"{model.name}: {sum(p.numel() for p in model.parameters()):,} params, "
-                       f"{data.num_classes} classes at {data.resolution}x{data.resolution}, "
+                       f"{what} at {data.resolution}x{data.resolution}, "
                        f"{len(data.train)} train / {len(data.val)} val images, "
                        f"{context.world_size} process(es) on {trainer.device}", err=True)
         if resume:
@@ -262,7 +287,9 @@ def train(ctx: click.Context, arch: str | None, data_spec: str | None, out: Path
     finally:
         shutdown_distributed()
     if context.is_main and history:
-        best = metric_text(task, task.score_name, trainer.best_score)
+        # The landmark score is -NME (higher is better); people read the NME.
+        value = -trainer.best_score if task.name == "landmarks" else trainer.best_score
+        best = metric_text(task, task.score_name, value)
         click.echo(f"done: best val {best} (epoch {trainer.best_epoch}); "
                    f"{out / ckpt.LAST}, {out / ckpt.BEST}")
 
@@ -288,9 +315,12 @@ def _single() -> Any:
               help="Slim checkpoints: a uniform width multiplier to evaluate (repeatable; "
                    "default: 1 and the training's smallest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--ced-plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Landmark checkpoints: where to write the CED curve (default: "
+                   "CKPT_ced.png beside the checkpoint).")
 def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution: int | None,
                  batch_size: int, workers: int, device: str, wms: tuple[float, ...],
-                 as_json: bool) -> None:
+                 as_json: bool, ced_plot: Path | None = None) -> None:
     """Evaluates a checkpoint on the validation split of --data: its task's metrics
     (classification: loss, top-1, top-5).
 
@@ -333,7 +363,12 @@ def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution:
         try:
             from fbnas.zoo.checkpoint import load_mobile_cv_state_dict
 
-            load_mobile_cv_state_dict(model, weight)
+            if task.name == "landmarks":
+                from fbnas.cli.landmarks import load_weights
+
+                load_weights(model, weight)
+            else:
+                load_mobile_cv_state_dict(model, weight)
         except CheckpointError as exc:
             what = (f"{task.num_classes}-class" if isinstance(task, ClassificationTask)
                     else f"the {task.name} task on")
@@ -341,12 +376,20 @@ def eval_command(arch: str | None, checkpoint: Path, data_spec: str, resolution:
                                   ) from None
         scored[key] = evaluate(model.to(torch_device), loader, torch_device, task=task)
         results[key] = {**scored[key].metrics, "images": scored[key].count}
+    if task.name == "landmarks":  # the per-image errors: the CED curve
+        from fbnas.cli.landmarks import write_ced
+
+        results["ced_plot"] = str(write_ced(source, task, weights, width, loader,
+                                            torch_device, ced_plot or
+                                            checkpoint.with_name(checkpoint.stem + "_ced.png")))
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for key, result in scored.items():
         click.echo(f"{key}: {metrics_text(task, result)}  ({result.count} images, "
                    f"{data.spec} at {data.resolution}x{data.resolution})")
+    if "ced_plot" in results:
+        click.echo(f"CED curve ({task.norm} normalisation): {results['ced_plot']}")
 
 
 def _eval_slim(checkpoint: Path, state: dict[str, Any], data_spec: str,

@@ -83,6 +83,22 @@ def checkpoint_head(checkpoint: Mapping[str, Any], state_dict: Mapping[str, Any]
     return classifier_head(_num_classes(checkpoint, state_dict))
 
 
+def _landmark_model(checkpoint: Mapping[str, Any], arch_def: Mapping[str, Any],
+                    state_dict: Mapping[str, Any], width_ratio: float, source: str) -> Any:
+    """A landmark network of a checkpoint (PFLD or a builder backbone with the landmark
+    head; :func:`fbnas.tasks.landmarks.models.build_landmark_model`) with its weights."""
+    from fbnas.tasks import task_from_dict
+
+    task = task_from_dict(checkpoint["task"], f"{source} task")
+    model = task.build_model(dict(arch_def), width_ratio)
+    try:
+        model.load_state_dict(dict(state_dict))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: the weights do not fit the architecture: "
+                              f"{str(exc).splitlines()[0]}") from None
+    return model
+
+
 def load_model_from_checkpoint(path: str | os.PathLike) -> FBNet:
     """Builds the checkpoint's architecture and loads its weights (EMA ones if present).
 
@@ -132,12 +148,19 @@ def load_model_from_checkpoint(path: str | os.PathLike) -> FBNet:
             or width_ratio <= 0:
         raise CheckpointError(f"checkpoint 'width_ratio' must be a positive number, got "
                               f"{width_ratio!r}")
-    model = build_model(dict(arch_def), width_ratio=float(width_ratio),
-                        head=checkpoint_head(checkpoint, state_dict, f"checkpoint {str(path)!r}"))
-    try:
-        load_mobile_cv_state_dict(model, state_dict)
-    except CheckpointError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} ({weights_key!r}): {exc}") from None
+    task = checkpoint.get("task")
+    if isinstance(task, Mapping) and task.get("name") == "landmarks":
+        model = _landmark_model(checkpoint, arch_def, state_dict, float(width_ratio),
+                                f"checkpoint {str(path)!r} ({weights_key!r})")
+    else:
+        model = build_model(dict(arch_def), width_ratio=float(width_ratio),
+                            head=checkpoint_head(checkpoint, state_dict,
+                                                 f"checkpoint {str(path)!r}"))
+        try:
+            load_mobile_cv_state_dict(model, state_dict)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} ({weights_key!r}): {exc}"
+                                  ) from None
     model.name = path.stem
     resolution = checkpoint.get("resolution")
     if resolution is not None:

@@ -65,3 +65,13 @@ def recorded_task(state: Mapping[str, Any], source: str = "checkpoint") -> Task 
 
 
 register_task("classification", lambda data, source: ClassificationTask.from_dict(data, source))
+
+
+def _read_landmarks(data: Mapping[str, Any], source: str) -> Task:
+    # Imported when a landmark run is read: the landmark head registers only then.
+    from fbnas.tasks.landmarks.task import LandmarkTask
+
+    return LandmarkTask.from_dict(data, source)
+
+
+register_task("landmarks", _read_landmarks)

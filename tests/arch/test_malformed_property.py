@@ -43,6 +43,8 @@ def family(op: str) -> str | None:
         return "conv"
     if op.startswith("ir_pool"):
         return "ir_pool"
+    if op.endswith("_ese"):  # needs se_args.fm_size (its pooling's size): no plain template
+        return None
     if op == "irf" or op.startswith("ir_k"):
         return "irf"
     return op if op in NO_UPSAMPLE else None

@@ -32,6 +32,10 @@ def case_for(op: str) -> tuple[int, int, int, dict]:
         return OP_CASES[op]
     if op.startswith("conv"):
         return (4, 8, 2, {})
+    if op.startswith(("sep_", "gh_")):
+        return (8, 16, 2, {})
+    if op.endswith("_ese"):  # the eSE's depthwise pooling covers the 6x6 output map
+        return (8, 16, 2, {"expansion": 4, "se_args": {"name": "ese", "fm_size": 6}})
     return (8, 16, 2, {"expansion": 4})
 
 

@@ -79,8 +79,8 @@ def test_bad_files_name_the_file_and_the_key(tmp_path, text, message) -> None:
 
 def test_unknown_names_list_the_built_in_configs() -> None:
     with pytest.raises(ConfigError, match=r"'papr': neither a file nor a built-in search "
-                                          r"config \(built-in: demo, paper\); did you mean "
-                                          r"'paper'"):
+                                          r"config \(built-in: demo, paper, pfld\); did you "
+                                          r"mean 'paper'"):
         load_search_config("papr")
     with pytest.raises(ConfigError, match="'nope.yaml': no such file"):
         load_search_config("nope.yaml")
