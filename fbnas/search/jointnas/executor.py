@@ -91,7 +91,8 @@ class Executor(Protocol):
 
 def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str | None = None,
                   *, device: str = "cpu", threads: int = 1,
-                  timeout_s: float | None = None, num_gpus: float = 0.0) -> Executor:
+                  timeout_s: float | None = None, num_gpus: float = 0.0,
+                  start_method: StartMethod | None = None) -> Executor:
     """The executor ``--executor KIND`` names.
 
     Args:
@@ -105,6 +106,7 @@ def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str |
         threads: torch threads per job.
         timeout_s: a job running longer is stopped and recorded as failed (``None``: none).
         num_gpus: Ray only: GPUs each job reserves (0.5: two jobs per GPU).
+        start_method: local only: how workers start (see :class:`LocalExecutor`).
 
     Raises:
         ConfigError: an unknown kind, bad numbers, a Ray address without ``--executor
@@ -116,7 +118,8 @@ def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str |
         if address is not None:
             raise ConfigError(f"--address {address} is for --executor ray; the local "
                               f"executor runs on this machine")
-        return LocalExecutor(workers, device=device, threads=threads, timeout_s=timeout_s)
+        return LocalExecutor(workers, device=device, threads=threads, timeout_s=timeout_s,
+                             start_method=start_method)
     return RayExecutor(address, num_cpus=workers if address is None else None, device=device,
                        threads=threads, timeout_s=timeout_s, num_gpus=num_gpus)
 
