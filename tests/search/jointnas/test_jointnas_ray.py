@@ -57,15 +57,16 @@ def test_ray_trains_candidates_stores_them_and_leaves_nothing_behind(
         # the same numbers as here with the same thread count
         assert results[0].metrics == train_candidate(tiny_job(0), threads=2).metrics
         assert len(store) == 3 and len(store.results("ray")) == 2
-        # a Ray worker killed while it trains: a failed candidate, not retried
+        # a task that raises (here: a job the worker cannot read) is the set-up's error
+        with pytest.raises(RayTaskFailed, match="unknown key 'bogus'"):
+            executor.run([UnreadableJob(TINY_ARCH, RECIPE, DATA)])
+        # a Ray worker killed while it trains: a failed candidate, not retried (last: a
+        # new worker would import fbnas again)
         killer = threading.Thread(target=_kill_ray_task_worker, daemon=True)
         killer.start()
         (died,) = executor.run([tiny_job(50, epochs=400)])
         killer.join(timeout=30)
         assert died.status == "failed" and died.error.startswith("ray worker died (")
-        # a task that raises (here: a job the worker cannot read) is the set-up's error
-        with pytest.raises(RayTaskFailed, match="unknown key 'bogus'"):
-            executor.run([UnreadableJob(TINY_ARCH, RECIPE, DATA)])
     finally:
         executor.close()
     assert not ray.is_initialized()
