@@ -490,6 +490,7 @@ class RayExecutor:
         self.threads = int(threads)
         self.timeout_s = timeout_s
         self.started_ray = False
+        """Whether this executor called ``ray.init`` (and so ``ray.shutdown`` on close)."""
         ray = self._ray
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -563,7 +564,9 @@ class RayExecutor:
             return CandidateResult.failure(job.key, reason, time.monotonic() - started)
 
     def close(self) -> None:
-        """Shuts down the local Ray instance if this executor started it."""
+        """``ray.shutdown()`` if this executor called ``ray.init``: that stops a local
+        instance it started, and only disconnects from a cluster it joined (the cluster
+        keeps running). A Ray session the caller had initialised is left alone."""
         if self._closed:
             return
         self._closed = True
