@@ -91,7 +91,8 @@ class Executor(Protocol):
 
 def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str | None = None,
                   *, device: str = "cpu", threads: int = 1,
-                  timeout_s: float | None = None, num_gpus: float = 0.0) -> Executor:
+                  timeout_s: float | None = None, num_gpus: float = 0.0,
+                  start_method: StartMethod | None = None) -> Executor:
     """The executor ``--executor KIND`` names.
 
     Args:
@@ -105,6 +106,7 @@ def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str |
         threads: torch threads per job.
         timeout_s: a job running longer is stopped and recorded as failed (``None``: none).
         num_gpus: Ray only: GPUs each job reserves (0.5: two jobs per GPU).
+        start_method: local only: how workers start (see :class:`LocalExecutor`).
 
     Raises:
         ConfigError: an unknown kind, bad numbers, a Ray address without ``--executor
@@ -116,7 +118,8 @@ def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str |
         if address is not None:
             raise ConfigError(f"--address {address} is for --executor ray; the local "
                               f"executor runs on this machine")
-        return LocalExecutor(workers, device=device, threads=threads, timeout_s=timeout_s)
+        return LocalExecutor(workers, device=device, threads=threads, timeout_s=timeout_s,
+                             start_method=start_method)
     return RayExecutor(address, num_cpus=workers if address is None else None, device=device,
                        threads=threads, timeout_s=timeout_s, num_gpus=num_gpus)
 
@@ -487,6 +490,7 @@ class RayExecutor:
         self.threads = int(threads)
         self.timeout_s = timeout_s
         self.started_ray = False
+        """Whether this executor called ``ray.init`` (and so ``ray.shutdown`` on close)."""
         ray = self._ray
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -560,7 +564,9 @@ class RayExecutor:
             return CandidateResult.failure(job.key, reason, time.monotonic() - started)
 
     def close(self) -> None:
-        """Shuts down the local Ray instance if this executor started it."""
+        """``ray.shutdown()`` if this executor called ``ray.init``: that stops a local
+        instance it started, and only disconnects from a cluster it joined (the cluster
+        keeps running). A Ray session the caller had initialised is left alone."""
         if self._closed:
             return
         self._closed = True

@@ -148,6 +148,8 @@ def test_bad_settings_are_config_errors() -> None:
         make_executor("slurm")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="--address .* is for --executor ray"):
         make_executor("local", address="auto")
+    with pytest.raises(ConfigError, match="start_method must be 'forkserver' or 'spawn'"):
+        make_executor("local", start_method="fork")  # type: ignore[arg-type]
 
 
 def test_ray_missing_is_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

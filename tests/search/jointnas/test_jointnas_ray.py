@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +16,18 @@ from fbnas.search.jointnas.executor import RayExecutor, RayTaskFailed, make_exec
 from fbnas.search.jointnas.store import ResultsStore, run_jobs
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'fbnas[ray]'")
+
+
+def _kill_ray_task_worker(timeout_s: float = 120) -> None:
+    """SIGKILLs the Ray worker whose process title says it runs ``_ray_train``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for pid, command in process_children():
+            if command.startswith("ray::_ray_train"):
+                time.sleep(0.5)
+                os.kill(pid, signal.SIGKILL)
+                return
+        time.sleep(0.2)
 
 
 class UnreadableJob(CandidateJob):
@@ -45,6 +60,13 @@ def test_ray_trains_candidates_stores_them_and_leaves_nothing_behind(
         # a task that raises (here: a job the worker cannot read) is the set-up's error
         with pytest.raises(RayTaskFailed, match="unknown key 'bogus'"):
             executor.run([UnreadableJob(TINY_ARCH, RECIPE, DATA)])
+        # a Ray worker killed while it trains: a failed candidate, not retried (last: a
+        # new worker would import fbnas again)
+        killer = threading.Thread(target=_kill_ray_task_worker, daemon=True)
+        killer.start()
+        (died,) = executor.run([tiny_job(50, epochs=400)])
+        killer.join(timeout=30)
+        assert died.status == "failed" and died.error.startswith("ray worker died (")
     finally:
         executor.close()
     assert not ray.is_initialized()
