@@ -157,3 +157,29 @@ def test_resolution_search_of_the_first_blocks_scatters_back_zero_interspersed()
     with pytest.raises(ConfigError, match="divisible by 4, the product of the strides of "
                                           "the first 2 blocks"):
         DMaskingSpace.from_dict({**TINY, "resolutions": [6, 16], "resolution_blocks": 2})
+
+
+def test_a_space_mixes_fbnetv1_block_choices_with_the_masks() -> None:
+    # stage 1's second block: an FBNetV1-style choice between itself and an identity.
+    stages = [TINY["stages"][0], {**TINY["stages"][1], "skip": True}, TINY["stages"][2]]
+    net = MaskedSupernet(DMaskingSpace.from_dict({**TINY, "stages": stages}), num_classes=5)
+    (skip,) = [g for g in net.groups if g.kind == "skip"]
+    assert skip.label == "stage 1, block 1 (skip)"
+    g = net.groups.index(skip)
+    x = torch.randn(3, 3, 16, 16)
+    generator = torch.Generator().manual_seed(4)
+    for choice in net.sample_architectures(4, generator):
+        for skipped in (0, 1):
+            choice[g] = skipped
+            arch = net.arch_def(choice)
+            assert (arch["blocks"][1][1][0] == "skip") == bool(skipped)
+            plain = build_model(arch, num_classes=5)
+            assert net.choice_cost(choice) == count_macs(plain, arch["input_size"])
+            plain.load_state_dict(subnet_state_dict(net, choice))
+            net.train(), plain.train()
+            with torch.no_grad():
+                ours, _ = net(x, net.fixed_sample(choice))
+                theirs = plain(net._subsample(x, arch["input_size"]))
+            assert torch.allclose(ours, theirs, atol=1e-5)
+    with pytest.raises(ConfigError, match="stage 2.skip"):
+        DMaskingSpace.from_dict({**TINY, "stages": [*stages[:2], {**stages[2], "skip": True}]})

@@ -51,6 +51,7 @@ class MaskedLatency:
             dims = [d for d in [current, *units[b]] if d is not None]
             groups = [net.dim_group[d] for d in dict.fromkeys(dims)]
             groups.append(net.kernel_group[b])
+            groups.append(net.skip_group[b])
             groups.append(net.res_group)
             out.append([g for g in dict.fromkeys(groups) if g is not None])
             output = block.output_slot
