@@ -129,6 +129,12 @@ def test_tied_widths_with_different_options_are_refused_naming_both_layers() -> 
               TINY["stages"][2]]
     with pytest.raises(ConfigError, match=r"stage 2, block 0.*tied.*stage 1, block 0"):
         MaskedSupernet(DMaskingSpace.from_dict({**TINY, "stages": stages}))
+    # Without its identity add (residual: false) the block's width is its own.
+    stages[2] = {**stages[2], "residual": False}
+    net = MaskedSupernet(DMaskingSpace.from_dict({**TINY, "stages": stages}))
+    assert ("stage 2, block 0 (out)", (12, 16)) in [(g.label, g.options) for g in net.groups]
+    arch = net.arch_def(net.derive())
+    assert arch["blocks"][2][0][4]["res_conn_args"] is None
 
 
 def test_builtin_spaces_load_with_every_range() -> None:

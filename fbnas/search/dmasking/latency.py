@@ -94,7 +94,7 @@ class MaskedLatency:
                 raise MissingEntriesError(missing, f"DMasking space {net.space.name}")
             for k, key in enumerate(keys):
                 values[k] = self.table.lookup(key)
-            result.append((groups, values.reshape(sizes).to(torch.float32)))
+            result.append((groups, values.reshape(sizes)))
         self._blocks[cache] = result
         return result
 

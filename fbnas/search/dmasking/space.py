@@ -99,6 +99,8 @@ class MaskedStage:
             stage's first is a choice between itself and an identity (``skip``), a Gumbel
             mixture ``g_block · block(x) + g_skip · x`` whose cost is ``g_block`` times
             the block's.
+        residual: false drops the identity adds of the stage's blocks (``res_conn_args:
+            null``), which unties their widths from their inputs'.
     """
 
     kind: Kind
@@ -111,13 +113,14 @@ class MaskedStage:
     se: bool = False
     act: str = "relu"
     skip: bool = False
+    residual: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], divisor: int, where: str) -> MaskedStage:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: a stage is a mapping, got {data!r}")
         _reject(data, ("kind", "blocks", "stride", "widths", "channels",
-                       "expansions", "kernels", "se", "act", "skip"), where)
+                       "expansions", "kernels", "se", "act", "skip", "residual"), where)
         kind = data.get("kind", "ir")
         if kind not in KINDS:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got "
@@ -161,14 +164,19 @@ class MaskedStage:
                               f"a block and an identity, for the residual blocks after the "
                               f"first of an ir stage (this stage: {kind}, {blocks} blocks), "
                               f"got {skip!r}")
+        residual = data.get("residual", True)
+        if not isinstance(residual, bool) or (not residual and kind != "ir"):
+            raise ConfigError(f"{where}.residual: true or false (inverted residuals only), "
+                              f"got {residual!r}")
         return cls(kind, blocks, stride, widths, channels, expansions, kernels, se, act,
-                   skip)
+                   skip, residual)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "blocks": self.blocks, "stride": self.stride,
                 "widths": list(self.widths), "channels": self.channels,
                 "expansions": list(self.expansions), "kernels": list(self.kernels),
-                "se": self.se, "act": self.act, "skip": self.skip}
+                "se": self.se, "act": self.act, "skip": self.skip,
+                "residual": self.residual}
 
     def op(self, kernel: int) -> str:
         """The registered op of a block of this stage with kernel ``kernel``."""
@@ -310,6 +318,8 @@ class DMaskingSpace:
                     kwargs: dict[str, Any] = {"expansion": max(stage.expansions)}
                     if stage.se:
                         kwargs["less_se_channels"] = False
+                    if not stage.residual:
+                        kwargs["res_conn_args"] = None
                     entry.append(kwargs)
                 entries.append(entry)
             stages.append(entries)

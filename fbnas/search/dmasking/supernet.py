@@ -253,7 +253,11 @@ class MaskedSupernet(nn.Module):
         return out
 
     def cost_of(self, weights: torch.Tensor) -> torch.Tensor:
-        """The effective-shape cost of ``weights`` (``(groups, K)``), differentiable."""
+        """The effective-shape cost of ``weights`` (``(groups, K)``), differentiable; a
+        float64 scalar (float32 sums of a 600M-MAC network are off by tens of MACs, and a
+        one-hot cost must equal the derived network's count exactly). Also sets the soft
+        widths the forward pass runs with (from the same weights)."""
+        weights = weights.double()
         res = self.apply(weights)
         if self.cost_kind == "latency":
             return self.latency.expected_ms(self, weights)
@@ -265,7 +269,7 @@ class MaskedSupernet(nn.Module):
                 b_params, b_macs = soft_cost(block, sizes, block.slim_path + ".")
                 value = value - weights[g, SKIPPED] * (b_macs if self.cost_kind == "macs"
                                                        else b_params)
-        return value.to(self.theta.dtype).reshape(())
+        return value.reshape(())
 
     # ----------------------------------------------------------------- forward
 
