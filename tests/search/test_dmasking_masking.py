@@ -50,6 +50,16 @@ def test_effective_width_is_the_weighted_option_count() -> None:
     assert float(params) == pytest.approx(9 * 3 * 15.2 + 15.2 + 2 * 15.2)  # conv, bias, BN
 
 
+def test_every_layer_reports_its_effective_shape(tiny) -> None:
+    weights = tiny.probabilities().detach()  # uniform: the mean of each option list
+    shapes = tiny.effective_shapes(weights)
+    stem = shapes["stages.0.blocks.0.conv"]
+    assert (stem["in"], stem["out"]) == (3.0, 6.0)  # (4 + 8) / 2
+    assert stem["h"] == pytest.approx((4 + 6 + 8) / 3)  # resolutions 8, 12, 16 at stride 2
+    dw = shapes["stages.1.blocks.0.dw.conv"]
+    assert dw["in"] == dw["out"] and dw["kernel_area"] == pytest.approx((9 + 25) / 2)
+
+
 def test_one_hot_width_option_is_the_plain_network_of_that_width(tiny) -> None:
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, 16, 16)

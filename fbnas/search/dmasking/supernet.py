@@ -252,6 +252,29 @@ class MaskedSupernet(nn.Module):
             out[name] = (h, w)
         return out
 
+    def effective_shapes(self, weights: torch.Tensor) -> dict[str, dict[str, float]]:
+        """Every conv's effective shape under ``weights``: ``{path: {in, out, h, w,
+        kernel_area}}`` (§2.3: ``C̄ = Σ g_i c_i``, ``h̄ = Σ g_j h_j``), as plain numbers."""
+        from fbnas.slim.cost import effective
+        from fbnas.slim.ops import SlimConv2d
+
+        with torch.no_grad():
+            sizes = self.effective_sizes(self.apply(weights.double()))
+            out = {}
+            for name, module in self.net.named_modules():
+                if isinstance(module, SlimConv2d):
+                    kh, kw = module.kernel_size
+                    h, w = sizes[name]
+                    c_out = effective(module.soft_out, module.out_channels)
+                    c_in = c_out if module.depthwise else effective(module.soft_in,
+                                                                    module.in_channels)
+                    area = (kh * kw if module.soft_kernel is None
+                            else module.soft_kernel.effective_area)
+                    out[name] = {k: float(v) for k, v in (("in", c_in), ("out", c_out),
+                                                          ("h", h), ("w", w),
+                                                          ("kernel_area", area))}
+        return out
+
     def cost_of(self, weights: torch.Tensor) -> torch.Tensor:
         """The effective-shape cost of ``weights`` (``(groups, K)``), differentiable; a
         float64 scalar (float32 sums of a 600M-MAC network are off by tens of MACs, and a
