@@ -191,7 +191,8 @@ def effective(soft: SoftWidth | None, channels: int) -> torch.Tensor | float:
 Size = tuple[torch.Tensor | float, torch.Tensor | float]
 
 
-def soft_cost(model: nn.Module, sizes: Mapping[str, Size]) -> tuple[torch.Tensor, torch.Tensor]:
+def soft_cost(model: nn.Module, sizes: Mapping[str, Size], prefix: str = ""
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(params, MACs)`` of ``model`` at its soft widths, differentiable in their weights.
 
     ALGORITHMS.md §2.3: per conv ``k² · C̄_in · C̄_out / γ`` parameters (+ ``C̄_out`` bias),
@@ -206,6 +207,8 @@ def soft_cost(model: nn.Module, sizes: Mapping[str, Size]) -> tuple[torch.Tensor
             :meth:`fbnas.slim.DynModel.set_soft_widths` set).
         sizes: effective output ``(h̄, w̄)`` of every conv, by module path
             (:func:`output_sizes` for one resolution).
+        prefix: ``model``'s path in the network ``sizes`` names (``"stages.2.blocks.1."``
+            for one block).
     """
     params: torch.Tensor | float = 0.0
     macs: torch.Tensor | float = 0.0
@@ -218,9 +221,9 @@ def soft_cost(model: nn.Module, sizes: Mapping[str, Size]) -> tuple[torch.Tensor
                 weight = area * c_out
             else:
                 weight = area * effective(module.soft_in, module.in_channels) * c_out
-            if name not in sizes:
-                raise SlimConfigError(f"no output size for conv {name!r}")
-            h, w = sizes[name]
+            if prefix + name not in sizes:
+                raise SlimConfigError(f"no output size for conv {prefix + name!r}")
+            h, w = sizes[prefix + name]
             macs = macs + weight * h * w
             params = params + weight + (c_out if module.bias is not None else 0.0)
         elif isinstance(module, SlimLinear):

@@ -185,7 +185,7 @@ class SlimConv2d(nn.Conv2d, SlimOp):
         self._check_input(x.shape[1], self.in_channels)
         weight, bias = self._active()
         if self.soft_kernel is not None:  # soft mode: centred windows, Σ g_k (k×k)
-            weight = weight * self.soft_kernel.kernel_mask(self.kernel_size[0])
+            weight = weight * self.soft_kernel.kernel_mask(self.kernel_size[0]).to(weight.dtype)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 

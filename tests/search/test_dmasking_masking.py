@@ -50,6 +50,16 @@ def test_effective_width_is_the_weighted_option_count() -> None:
     assert float(params) == pytest.approx(9 * 3 * 15.2 + 15.2 + 2 * 15.2)  # conv, bias, BN
 
 
+def test_every_layer_reports_its_effective_shape(tiny) -> None:
+    weights = tiny.probabilities().detach()  # uniform: the mean of each option list
+    shapes = tiny.effective_shapes(weights)
+    stem = shapes["stages.0.blocks.0.conv"]
+    assert (stem["in"], stem["out"]) == (3.0, 6.0)  # (4 + 8) / 2
+    assert stem["h"] == pytest.approx((4 + 6 + 8) / 3)  # resolutions 8, 12, 16 at stride 2
+    dw = shapes["stages.1.blocks.0.dw.conv"]
+    assert dw["in"] == dw["out"] and dw["kernel_area"] == pytest.approx((9 + 25) / 2)
+
+
 def test_one_hot_width_option_is_the_plain_network_of_that_width(tiny) -> None:
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, 16, 16)
@@ -129,6 +139,12 @@ def test_tied_widths_with_different_options_are_refused_naming_both_layers() -> 
               TINY["stages"][2]]
     with pytest.raises(ConfigError, match=r"stage 2, block 0.*tied.*stage 1, block 0"):
         MaskedSupernet(DMaskingSpace.from_dict({**TINY, "stages": stages}))
+    # Without its identity add (residual: false) the block's width is its own.
+    stages[2] = {**stages[2], "residual": False}
+    net = MaskedSupernet(DMaskingSpace.from_dict({**TINY, "stages": stages}))
+    assert ("stage 2, block 0 (out)", (12, 16)) in [(g.label, g.options) for g in net.groups]
+    arch = net.arch_def(net.derive())
+    assert arch["blocks"][2][0][4]["res_conn_args"] is None
 
 
 def test_builtin_spaces_load_with_every_range() -> None:
@@ -157,3 +173,29 @@ def test_resolution_search_of_the_first_blocks_scatters_back_zero_interspersed()
     with pytest.raises(ConfigError, match="divisible by 4, the product of the strides of "
                                           "the first 2 blocks"):
         DMaskingSpace.from_dict({**TINY, "resolutions": [6, 16], "resolution_blocks": 2})
+
+
+def test_a_space_mixes_fbnetv1_block_choices_with_the_masks() -> None:
+    # stage 1's second block: an FBNetV1-style choice between itself and an identity.
+    stages = [TINY["stages"][0], {**TINY["stages"][1], "skip": True}, TINY["stages"][2]]
+    net = MaskedSupernet(DMaskingSpace.from_dict({**TINY, "stages": stages}), num_classes=5)
+    (skip,) = [g for g in net.groups if g.kind == "skip"]
+    assert skip.label == "stage 1, block 1 (skip)"
+    g = net.groups.index(skip)
+    x = torch.randn(3, 3, 16, 16)
+    generator = torch.Generator().manual_seed(4)
+    for choice in net.sample_architectures(4, generator):
+        for skipped in (0, 1):
+            choice[g] = skipped
+            arch = net.arch_def(choice)
+            assert (arch["blocks"][1][1][0] == "skip") == bool(skipped)
+            plain = build_model(arch, num_classes=5)
+            assert net.choice_cost(choice) == count_macs(plain, arch["input_size"])
+            plain.load_state_dict(subnet_state_dict(net, choice))
+            net.train(), plain.train()
+            with torch.no_grad():
+                ours, _ = net(x, net.fixed_sample(choice))
+                theirs = plain(net._subsample(x, arch["input_size"]))
+            assert torch.allclose(ours, theirs, atol=1e-5)
+    with pytest.raises(ConfigError, match="stage 2.skip"):
+        DMaskingSpace.from_dict({**TINY, "stages": [*stages[:2], {**stages[2], "skip": True}]})

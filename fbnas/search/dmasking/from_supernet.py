@@ -56,7 +56,9 @@ def subnet_state_dict(supernet: MaskedSupernet, choice: Sequence[int]
     state: dict[str, torch.Tensor] = {}
     with widths_set(supernet.net, supernet.widths_of(choice)):
         parts = [(f"backbone.stages.xif{o.stage}_{o.index}.", block)
-                 for block, o in zip(supernet.blocks, supernet.block_options, strict=True)]
+                 for block, o, skipped in zip(supernet.blocks, supernet.block_options,
+                                              supernet.skipped_of(choice), strict=True)
+                 if not skipped]  # an identity has no weights
         parts.append(("head.", supernet.net.head))
         for prefix, module in parts:
             for key, tensor in active_state(module).items():

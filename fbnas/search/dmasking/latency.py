@@ -51,6 +51,7 @@ class MaskedLatency:
             dims = [d for d in [current, *units[b]] if d is not None]
             groups = [net.dim_group[d] for d in dict.fromkeys(dims)]
             groups.append(net.kernel_group[b])
+            groups.append(net.skip_group[b])
             groups.append(net.res_group)
             out.append([g for g in dict.fromkeys(groups) if g is not None])
             output = block.output_slot
@@ -93,7 +94,7 @@ class MaskedLatency:
                 raise MissingEntriesError(missing, f"DMasking space {net.space.name}")
             for k, key in enumerate(keys):
                 values[k] = self.table.lookup(key)
-            result.append((groups, values.reshape(sizes).to(torch.float32)))
+            result.append((groups, values.reshape(sizes)))
         self._blocks[cache] = result
         return result
 

@@ -95,6 +95,12 @@ class MaskedStage:
         kernels: kernel sizes (ir: 3 and/or 5; conv: one).
         se: squeeze-excite (hard-sigmoid gate) in the inverted residuals.
         act: ``relu`` or ``hswish``.
+        skip: mixes FBNetV1-style block choices into the masks: every block after the
+            stage's first is a choice between itself and an identity (``skip``), a Gumbel
+            mixture ``g_block · block(x) + g_skip · x`` whose cost is ``g_block`` times
+            the block's.
+        residual: false drops the identity adds of the stage's blocks (``res_conn_args:
+            null``), which unties their widths from their inputs'.
     """
 
     kind: Kind
@@ -106,13 +112,15 @@ class MaskedStage:
     kernels: tuple[int, ...] = (3,)
     se: bool = False
     act: str = "relu"
+    skip: bool = False
+    residual: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], divisor: int, where: str) -> MaskedStage:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: a stage is a mapping, got {data!r}")
         _reject(data, ("kind", "blocks", "stride", "widths", "channels",
-                                   "expansions", "kernels", "se", "act"), where)
+                       "expansions", "kernels", "se", "act", "skip", "residual"), where)
         kind = data.get("kind", "ir")
         if kind not in KINDS:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got "
@@ -150,13 +158,25 @@ class MaskedStage:
         if not isinstance(se, bool) or (se and kind != "ir"):
             raise ConfigError(f"{where}.se: true or false (inverted residuals only), got "
                               f"{se!r}")
-        return cls(kind, blocks, stride, widths, channels, expansions, kernels, se, act)
+        skip = data.get("skip", False)
+        if not isinstance(skip, bool) or (skip and (kind != "ir" or blocks < 2)):
+            raise ConfigError(f"{where}.skip: true or false; an FBNetV1-style choice between "
+                              f"a block and an identity, for the residual blocks after the "
+                              f"first of an ir stage (this stage: {kind}, {blocks} blocks), "
+                              f"got {skip!r}")
+        residual = data.get("residual", True)
+        if not isinstance(residual, bool) or (not residual and kind != "ir"):
+            raise ConfigError(f"{where}.residual: true or false (inverted residuals only), "
+                              f"got {residual!r}")
+        return cls(kind, blocks, stride, widths, channels, expansions, kernels, se, act,
+                   skip, residual)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "blocks": self.blocks, "stride": self.stride,
                 "widths": list(self.widths), "channels": self.channels,
                 "expansions": list(self.expansions), "kernels": list(self.kernels),
-                "se": self.se, "act": self.act}
+                "se": self.se, "act": self.act, "skip": self.skip,
+                "residual": self.residual}
 
     def op(self, kernel: int) -> str:
         """The registered op of a block of this stage with kernel ``kernel``."""
@@ -180,6 +200,7 @@ class BlockOptions:
     mids: tuple[int, ...] | None
     kernels: tuple[int, ...]
     stride: int
+    skippable: bool = False
 
     @property
     def label(self) -> str:
@@ -258,7 +279,8 @@ class DMaskingSpace:
                     mids = tuple(sorted({round_channels(e * in_max, self.width_divisor)
                                          for e in stage.expansions}))
                 out.append(BlockOptions(s, b, stage, in_max, stage.widths, mids,
-                                        stage.kernels, stage.stride if b == 0 else 1))
+                                        stage.kernels, stage.stride if b == 0 else 1,
+                                        stage.skip and b > 0))
                 in_max = stage.channels
         return out
 
@@ -296,6 +318,8 @@ class DMaskingSpace:
                     kwargs: dict[str, Any] = {"expansion": max(stage.expansions)}
                     if stage.se:
                         kwargs["less_se_channels"] = False
+                    if not stage.residual:
+                        kwargs["res_conn_args"] = None
                     entry.append(kwargs)
                 entries.append(entry)
             stages.append(entries)

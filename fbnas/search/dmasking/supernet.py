@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fbnas.arch.spec import FrozenKwargs
 from fbnas.arch.unify import unify_arch_def
 from fbnas.errors import ConfigError
 from fbnas.search.dmasking.space import DMaskingSpace, load_dmasking_space
@@ -39,7 +40,9 @@ from fbnas.slim.models import SlimFBNet
 from fbnas.slim.soft import SoftWidth
 
 CostKind = Literal["macs", "params", "latency"]
-GroupKind = Literal["width", "kernel", "resolution"]
+GroupKind = Literal["width", "kernel", "skip", "resolution"]
+SKIPPED = 1
+"""The option of a ``skip`` group that replaces the block by an identity."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,13 @@ class MaskedSupernet(nn.Module):
                 self.groups.append(ArchGroup("kernel", f"{opts.label} (kernel)", opts.kernels))
             else:
                 self.kernel_group.append(None)
+        self.skip_group: list[int | None] = []
+        for opts in self.block_options:
+            if opts.skippable:
+                self.skip_group.append(len(self.groups))
+                self.groups.append(ArchGroup("skip", f"{opts.label} (skip)", (0, SKIPPED)))
+            else:
+                self.skip_group.append(None)
         self.res_group = None
         if len(self.resolutions) > 1:
             self.res_group = len(self.groups)
@@ -242,14 +252,47 @@ class MaskedSupernet(nn.Module):
             out[name] = (h, w)
         return out
 
+    def effective_shapes(self, weights: torch.Tensor) -> dict[str, dict[str, float]]:
+        """Every conv's effective shape under ``weights``: ``{path: {in, out, h, w,
+        kernel_area}}`` (§2.3: ``C̄ = Σ g_i c_i``, ``h̄ = Σ g_j h_j``), as plain numbers."""
+        from fbnas.slim.cost import effective
+        from fbnas.slim.ops import SlimConv2d
+
+        with torch.no_grad():
+            sizes = self.effective_sizes(self.apply(weights.double()))
+            out = {}
+            for name, module in self.net.named_modules():
+                if isinstance(module, SlimConv2d):
+                    kh, kw = module.kernel_size
+                    h, w = sizes[name]
+                    c_out = effective(module.soft_out, module.out_channels)
+                    c_in = c_out if module.depthwise else effective(module.soft_in,
+                                                                    module.in_channels)
+                    area = (kh * kw if module.soft_kernel is None
+                            else module.soft_kernel.effective_area)
+                    out[name] = {k: float(v) for k, v in (("in", c_in), ("out", c_out),
+                                                          ("h", h), ("w", w),
+                                                          ("kernel_area", area))}
+        return out
+
     def cost_of(self, weights: torch.Tensor) -> torch.Tensor:
-        """The effective-shape cost of ``weights`` (``(groups, K)``), differentiable."""
+        """The effective-shape cost of ``weights`` (``(groups, K)``), differentiable; a
+        float64 scalar (float32 sums of a 600M-MAC network are off by tens of MACs, and a
+        one-hot cost must equal the derived network's count exactly). Also sets the soft
+        widths the forward pass runs with (from the same weights)."""
+        weights = weights.double()
         res = self.apply(weights)
         if self.cost_kind == "latency":
             return self.latency.expected_ms(self, weights)
-        params, macs = soft_cost(self.net, self.effective_sizes(res))
+        sizes = self.effective_sizes(res)
+        params, macs = soft_cost(self.net, sizes)
         value = macs if self.cost_kind == "macs" else params
-        return value.to(self.theta.dtype).reshape(())
+        for block, g in zip(self.blocks, self.skip_group, strict=True):
+            if g is not None:  # a skipped block costs nothing: g_skip times its cost off
+                b_params, b_macs = soft_cost(block, sizes, block.slim_path + ".")
+                value = value - weights[g, SKIPPED] * (b_macs if self.cost_kind == "macs"
+                                                       else b_params)
+        return value.reshape(())
 
     # ----------------------------------------------------------------- forward
 
@@ -271,6 +314,19 @@ class MaskedSupernet(nn.Module):
         out[:, :, index[:, None], index[None, :]] = y
         return out
 
+    def _run(self, x: torch.Tensor, start: int, stop: int, weights: torch.Tensor
+             ) -> torch.Tensor:
+        """Blocks ``start:stop``; a block with a skip choice mixes itself with the
+        identity, ``g_block · block(x) + g_skip · x`` (FBNetV1-style)."""
+        for block, g in zip(self.blocks[start:stop], self.skip_group[start:stop],
+                            strict=True):
+            if g is None:
+                x = block(x)
+            else:
+                w = weights[g, :2].to(x.dtype)
+                x = w[0] * block(x) + w[SKIPPED] * x
+        return x
+
     def forward(self, x: torch.Tensor, sample: MaskSample | torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, cost)`` of ``x`` ``(N, C, R_max, R_max)`` under ``sample``."""
@@ -285,8 +341,7 @@ class MaskedSupernet(nn.Module):
         res = self._weights_of(weights, self.res_group, len(self.resolutions))
         head = self.net.head
         if len(self.resolutions) == 1:
-            for block in self.blocks:
-                x = block(x)
+            x = self._run(x, 0, len(self.blocks), weights)
             return head(x), cost
         n = self.space.resolved_blocks
         logits = mixed = None
@@ -295,9 +350,7 @@ class MaskedSupernet(nn.Module):
         for j, size in enumerate(self.resolutions):
             if not active[j]:
                 continue
-            y = self._subsample(x, size)
-            for block in self.blocks[:n]:
-                y = block(y)
+            y = self._run(self._subsample(x, size), 0, n, weights)
             if n == len(self.blocks):  # pooled over its real positions: the plain network
                 part = res[j] * head(y)
                 logits = part if logits is None else logits + part
@@ -305,9 +358,7 @@ class MaskedSupernet(nn.Module):
                 part = res[j] * self._scatter(y, self.resolution // scale)
                 mixed = part if mixed is None else mixed + part
         if mixed is not None:
-            for block in self.blocks[n:]:
-                mixed = block(mixed)
-            logits = head(mixed)
+            logits = head(self._run(mixed, n, len(self.blocks), weights))
         return logits, cost
 
     # ----------------------------------------------------------------- costs
@@ -394,6 +445,11 @@ class MaskedSupernet(nn.Module):
         return [opts.kernels[choice[g]] if g is not None else opts.kernels[0]
                 for opts, g in zip(self.block_options, self.kernel_group, strict=True)]
 
+    def skipped_of(self, choice: Sequence[int]) -> list[bool]:
+        """Per block: whether ``choice`` replaces it by an identity."""
+        choice = self.check_choice(choice)
+        return [g is not None and choice[g] == SKIPPED for g in self.skip_group]
+
     def resolution_of(self, choice: Sequence[int]) -> int:
         choice = self.check_choice(choice)
         return (self.resolutions[0] if self.res_group is None
@@ -402,10 +458,12 @@ class MaskedSupernet(nn.Module):
     def arch_def(self, choice: Sequence[int]) -> dict[str, Any]:
         """The plain arch def of ``choice`` (the zoo's format; expansions as ratios)."""
         spec = extract_arch_spec(self.net, self.widths_of(choice))
+        skipped = self.skipped_of(choice)
         blocks = tuple(
-            b.replace(op=opts.stage_spec.op(k)) if len(opts.kernels) > 1 else b
-            for b, opts, k in zip(spec.blocks, self.block_options, self.kernels_of(choice),
-                                  strict=True))
+            b.replace(op="skip", kwargs=FrozenKwargs({})) if skip
+            else b.replace(op=opts.stage_spec.op(k)) if len(opts.kernels) > 1 else b
+            for b, opts, k, skip in zip(spec.blocks, self.block_options,
+                                        self.kernels_of(choice), skipped, strict=True))
         return spec.replace(blocks=blocks, input_size=self.resolution_of(choice)).to_arch_def()
 
     def freeze(self, choice: Sequence[int]) -> Frozen:
