@@ -81,6 +81,10 @@ SETTINGS: dict[str, dict] = {
                                "theta_lr": 0.5, "tau_final": 0.2},
     "expected_w5_lr1_tau02": {"pull_on": "expected", "target_weight": 5.0,
                               "theta_lr": 1.0, "tau_final": 0.2},
+    "expected_w10_lr1_tau02": {"pull_on": "expected", "target_weight": 10.0,
+                               "theta_lr": 1.0, "tau_final": 0.2},
+    "expected_abs_w3_lr1_tau02": {"pull_on": "expected", "target_form": "abs",
+                                  "target_weight": 3.0, "theta_lr": 1.0, "tau_final": 0.2},
 }
 """Overrides of :data:`OLD_DEMO`, one cause at a time (docs/dnas.md, "Does the demo's
 search converge?")."""

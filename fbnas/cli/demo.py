@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -263,7 +264,26 @@ def _search(run: _Demo, config: DNASConfig, table: LatencyTable) -> SearchResult
     _done(start, f"derived {', '.join(result.choice_names)}; predicted "
                  f"{result.cost:.3f} ms (target {config.target:.3f}); supernet val top-1 "
                  f"{last['val_top1']:.1%}")
+    _note(_convergence_line(result.history, config.target))
     return result
+
+
+def _convergence(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Whether θ decided by itself (issue 14): its mean entropy at the end as a share of
+    the maximum, the expected cost of the last 3 epochs and the plain argmax's cost, each
+    relative to ``target``."""
+    last = history[-1]
+    return {"entropy_share": last["entropy"] / math.log(len(last["probabilities"][0])),
+            "expected_vs_target": [r["expected_cost"] / target - 1 for r in history[-3:]],
+            "argmax_vs_target": last["argmax_cost"] / target - 1}
+
+
+def _convergence_line(history: list[dict[str, Any]], target: float) -> str:
+    c = _convergence(history, target)
+    expected = ", ".join(f"{v:+.1%}" for v in c["expected_vs_target"])
+    return (f"theta at the end: entropy {c['entropy_share']:.0%} of its maximum; expected "
+            f"cost of the last {len(c['expected_vs_target'])} epochs {expected} and plain "
+            f"argmax {c['argmax_vs_target']:+.1%} vs the target")
 
 
 def _search_changes(folder: Path, space: SearchSpace, data_spec: str,
@@ -496,6 +516,7 @@ def _report(run: _Demo, table: LatencyTable, costs: LayerCosts, target: float,
         "val_top1": best["val_top1"], "onnx": str(out / "model.onnx"),
         "onnx_max_abs_diff": export.max_abs_diff, "onnx_ort_ms": export.ort_latency_ms,
         "device": run.device.to_dict(), "seconds": time.perf_counter() - run.began,
+        "search_convergence": _convergence(history, target),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "report.md").write_text(_report_text(summary, rows_markdown(rows), costs))
@@ -545,6 +566,19 @@ def _drift_note(drift: dict[str, float], predicted: float, measured: float) -> s
             f"error). Compare on a quiet machine, or rebuild the table (fbnas lut build).")
 
 
+def _convergence_rows(convergence: dict[str, Any] | None) -> str:
+    """The report's rows on how far the search decided by itself (none for a summary
+    written before they existed)."""
+    if convergence is None:
+        return ""
+    expected = " / ".join(f"{v:+.1%}" for v in convergence["expected_vs_target"])
+    return (f"| search: θ's entropy at the end | {convergence['entropy_share']:.0%} of its "
+            f"maximum |\n"
+            f"| search: expected latency of the last epochs vs target | {expected} |\n"
+            f"| search: plain argmax of θ vs target | "
+            f"{convergence['argmax_vs_target']:+.1%} |\n")
+
+
 def _report_text(summary: dict, rows_table: str, costs) -> str:
     error = summary["prediction_error"]
     drift = summary.get("blocks_now_vs_table")
@@ -569,7 +603,7 @@ data `{summary['data']}` at {summary['resolution']}x{summary['resolution']}, mea
 | val top-1 after training | {summary['val_top1']:.2f} % |
 | ONNX: ORT vs PyTorch max diff | {summary['onnx_max_abs_diff']:.2e} |
 | ONNX Runtime latency | {summary['onnx_ort_ms']:.3f} ms |
-{note}
+{_convergence_rows(summary.get('search_convergence'))}{note}
 Derived choices per searchable layer: {', '.join(f'`{c}`' for c in summary['derived'])}.
 
 ## The search

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -185,3 +186,21 @@ def test_theta_plot_marks_the_derived_choice_and_a_differing_argmax(tmp_path) ->
     assert path.read_bytes()[:4] == b"\x89PNG"
     other = plot_theta(history, [["a", "b", "c"], ["x", "y", "z"]], tmp_path / "t2.png")
     assert other.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_demo_says_whether_theta_decided_by_itself() -> None:
+    from fbnas.cli.demo import _convergence, _convergence_line, _convergence_rows
+
+    def epoch(entropy: float, expected: float, argmax: float) -> dict:
+        return {"entropy": entropy, "expected_cost": expected, "argmax_cost": argmax,
+                "probabilities": [[1 / 9] * 9]}
+
+    history = [epoch(2.0, 3.0, 3.0), epoch(0.5, 1.1, 1.2), epoch(0.4, 1.0, 1.0),
+               epoch(0.22, 0.95, 0.9)]
+    c = _convergence(history, target=1.0)
+    assert c["entropy_share"] == pytest.approx(0.22 / math.log(9))
+    assert c["expected_vs_target"] == pytest.approx([0.1, 0.0, -0.05])  # the last 3 only
+    assert c["argmax_vs_target"] == pytest.approx(-0.1)
+    assert "entropy 10% of its maximum" in _convergence_line(history, 1.0)
+    assert "+10.0% / +0.0% / -5.0%" in _convergence_rows(c)
+    assert _convergence_rows(None) == ""  # a summary written before the rows existed
