@@ -60,8 +60,9 @@ def evaluate(model, data, task) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--images", type=int, default=120)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--search-epochs", type=int, default=6)
     parser.add_argument("--randoms", type=int, default=3)
     parser.add_argument("--band", type=float, default=0.05)
@@ -90,7 +91,7 @@ def main() -> None:
         data = task.open_datasets(str(data_dir))
         config = pfld_search_config(epochs=args.search_epochs,
                                     warmup_epochs=max(1, args.search_epochs // 3),
-                                    cost="latency", seed=seed, batch_size=32, theta_lr=0.1,
+                                    cost="latency", seed=seed, batch_size=args.batch, theta_lr=0.1,
                                     device="cpu", tensorboard=False, num_samples=0)
         search = run_pfld_search(str(data_dir), config, args.out / f"search_{seed}", task,
                                  table)
@@ -108,7 +109,8 @@ def main() -> None:
                           "layers": [names[i][c] for i, c in enumerate(choice)]}
             torch.manual_seed(seed)
             model = task.build_model(source)
-            _train(model, task, data, args.out / f"train_{seed}_{label}", args.epochs, seed, 32)
+            _train(model, task, data, args.out / f"train_{seed}_{label}", args.epochs, seed,
+                   args.batch)
             deployed = sum(p.numel() for p in model.parameters()) - sum(
                 p.numel() for p in model.aux.parameters())
             row = {"seed": seed, "model": label, "layers": source if choice is None
