@@ -185,7 +185,9 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, a RuntimeError saying "out of memory", or MemoryError."""
+    """CUDA's OutOfMemoryError, MemoryError, or a RuntimeError with an allocator's
+    out-of-memory message (CUDA's "out of memory", the CPU allocator's "can't allocate
+    memory")."""
     if isinstance(exc, MemoryError):
         return True
     try:
@@ -194,7 +196,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
             return True
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
 
 
 class NonFiniteLoss(Exception):

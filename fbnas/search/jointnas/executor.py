@@ -35,7 +35,14 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Literal, Protocol
 
 from fbnas.errors import ConfigError, FbnasError
-from fbnas.search.jointnas.candidate import CandidateJob, CandidateResult, train_candidate
+from fbnas.search.jointnas.candidate import (
+    OUT_OF_MEMORY,
+    CandidateJob,
+    CandidateResult,
+    describe_exception,
+    one_line,
+    train_candidate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,11 @@ class WorkerStartError(FbnasError, RuntimeError):
     a main script the spawned process cannot re-import): no candidate is blamed for it."""
 
 
+class RayTaskFailed(FbnasError, RuntimeError):
+    """A Ray task raised instead of returning a result: the nodes' environment is broken
+    (fbnas not importable there), not the candidate."""
+
+
 class Executor(Protocol):
     """Trains candidates somewhere; what the search needs of a backend."""
 
@@ -79,7 +91,8 @@ class Executor(Protocol):
 
 def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str | None = None,
                   *, device: str = "cpu", threads: int = 1,
-                  timeout_s: float | None = None, num_gpus: float = 0.0) -> Executor:
+                  timeout_s: float | None = None, num_gpus: float = 0.0,
+                  start_method: StartMethod | None = None) -> Executor:
     """The executor ``--executor KIND`` names.
 
     Args:
@@ -93,6 +106,7 @@ def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str |
         threads: torch threads per job.
         timeout_s: a job running longer is stopped and recorded as failed (``None``: none).
         num_gpus: Ray only: GPUs each job reserves (0.5: two jobs per GPU).
+        start_method: local only: how workers start (see :class:`LocalExecutor`).
 
     Raises:
         ConfigError: an unknown kind, bad numbers, a Ray address without ``--executor
@@ -104,7 +118,8 @@ def make_executor(kind: ExecutorKind = "local", workers: int = 1, address: str |
         if address is not None:
             raise ConfigError(f"--address {address} is for --executor ray; the local "
                               f"executor runs on this machine")
-        return LocalExecutor(workers, device=device, threads=threads, timeout_s=timeout_s)
+        return LocalExecutor(workers, device=device, threads=threads, timeout_s=timeout_s,
+                             start_method=start_method)
     return RayExecutor(address, num_cpus=workers if address is None else None, device=device,
                        threads=threads, timeout_s=timeout_s, num_gpus=num_gpus)
 
@@ -127,6 +142,9 @@ def _worker_main(conn: Connection, device: str, threads: int, parent_pid: int) -
     import fbnas.data  # noqa: F401 - what training needs, imported before READY so that
     import fbnas.train  # noqa: F401 - a job's time (and timeout) is training, not imports
 
+    # Ctrl-C is the search process's to handle (it stops the batch; close() or its exit
+    # ends the workers): N workers printing N KeyboardInterrupt tracebacks helps nobody.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -287,7 +305,8 @@ class LocalExecutor:
         An exception from ``on_result`` (or Ctrl-C) stops the batch and propagates; results
         delivered before it stay delivered. Workers still training are left to finish
         (their results are dropped) so the pool stays warm for the next batch; ``close``
-        kills them. (A Ctrl-C in a terminal reaches the workers too and ends them.)
+        (or the search process's exit) kills them. Workers ignore SIGINT: a Ctrl-C is the
+        search process's to handle.
         """
         if self._closed:
             raise ConfigError("this LocalExecutor is closed")
@@ -443,7 +462,9 @@ class RayExecutor:
     ``ray start --address HEAD:6379`` on the others; every node needs fbnas and the data
     installed); without, it starts a local instance on 127.0.0.1 and stops it on
     :meth:`close`. A task whose worker dies is not retried (``max_retries=0``): the
-    candidate is recorded as failed with Ray's reason, like a local worker's death.
+    candidate is recorded as failed with Ray's reason, like a local worker's death (Ray's
+    memory monitor killing it: "out of memory"). A task that raises (it never does for a
+    candidate: an unimportable fbnas on a node) is :class:`RayTaskFailed`.
 
     Args:
         address: ``auto``, ``HOST:PORT``, or ``None`` for a local instance.
@@ -469,6 +490,7 @@ class RayExecutor:
         self.threads = int(threads)
         self.timeout_s = timeout_s
         self.started_ray = False
+        """Whether this executor called ``ray.init`` (and so ``ray.shutdown`` on close)."""
         ray = self._ray
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -523,17 +545,28 @@ class RayExecutor:
         return [r for r in results if r is not None]
 
     def _result(self, ref: Any, job: CandidateJob, started: float) -> CandidateResult:
+        """The task's result; a dead worker is a failed candidate, a task that raised is
+        an error of the set-up (the task itself never raises for a candidate)."""
         ray = self._ray
         try:
             return CandidateResult.from_dict(ray.get(ref))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise RayTaskFailed(
+                f"a Ray task failed before it could train candidate {job.key[:12]}: "
+                f"{describe_exception(cause)} (is fbnas installed on every node, and the "
+                f"data there?)") from None
         except ray.exceptions.RayError as exc:
-            text = str(exc).strip().splitlines()
-            reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-            return CandidateResult.failure(job.key, f"ray task failed ({reason})",
-                                           time.monotonic() - started)
+            if "OutOfMemory" in type(exc).__name__:
+                reason = OUT_OF_MEMORY
+            else:
+                reason = f"ray worker died ({type(exc).__name__}: {one_line(str(exc))})"
+            return CandidateResult.failure(job.key, reason, time.monotonic() - started)
 
     def close(self) -> None:
-        """Shuts down the local Ray instance if this executor started it."""
+        """``ray.shutdown()`` if this executor called ``ray.init``: that stops a local
+        instance it started, and only disconnects from a cluster it joined (the cluster
+        keeps running). A Ray session the caller had initialised is left alone."""
         if self._closed:
             return
         self._closed = True

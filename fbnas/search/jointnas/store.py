@@ -242,7 +242,7 @@ class ResultsStore:
                 "accuracy = excluded.accuracy, error = excluded.error, "
                 "seconds = excluded.seconds, metrics = excluded.metrics",
                 (job.key, result.status, result.accuracy, result.error, result.seconds,
-                 canonical_json(result.metrics), canonical_json(job_data), job.tag,
+                 json.dumps(result.metrics, sort_keys=True), canonical_json(job_data), job.tag,
                  time.time(), self._host, os.getpid()))
             self._conn.execute("INSERT OR IGNORE INTO tags VALUES (?, ?)", (job.key, job.tag))
 

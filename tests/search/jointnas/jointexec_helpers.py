@@ -50,10 +50,11 @@ def fake_result(job: CandidateJob, accuracy: float = 0.5) -> CandidateResult:
 
 def process_children(pid: int | None = None) -> list[tuple[int, str]]:
     """(pid, command line) of every live descendant of ``pid`` (default: this process),
-    from /proc; zombies (exited, not yet reaped) and multiprocessing's own services (the
-    resource tracker and the forkserver: one per process that used them, idle, ending
-    with it) do not count."""
-    table: dict[int, tuple[int, str, str]] = {}
+    from /proc. Zombies (exited, not yet reaped) and multiprocessing's own services do not
+    count: the resource tracker and the forkserver itself (one per process that used them,
+    idle, ending with it); the workers the forkserver forked do count (they carry its
+    command line too, so they are told apart by their parent)."""
+    table: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -61,21 +62,23 @@ def process_children(pid: int | None = None) -> list[tuple[int, str]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
         state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
-        table[int(entry.name)] = (int(ppid), name, state)
-    found, todo = [], [pid or os.getpid()]
+        table[int(entry.name)] = (int(ppid), state)
+    found, todo = [], [(pid or os.getpid(), "")]
     while todo:
-        parent = todo.pop()
-        for child, (ppid, name, state) in table.items():
-            if ppid == parent:
-                todo.append(child)
-                try:
-                    command = (Path("/proc") / str(child) / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                text = command.replace(b"\0", b" ").decode(errors="replace").strip() or name
-                if state != "Z" and "multiprocessing.resource_tracker" not in text \
-                        and "multiprocessing.forkserver" not in text:
-                    found.append((child, text))
+        parent, parent_text = todo.pop()
+        for child, (ppid, state) in table.items():
+            if ppid != parent:
+                continue
+            try:
+                command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            except OSError:
+                continue
+            text = command.replace(b"\0", b" ").decode(errors="replace").strip()
+            todo.append((child, text))
+            service = "multiprocessing.resource_tracker" in text or (
+                "multiprocessing.forkserver" in text
+                and "multiprocessing.forkserver" not in parent_text)
+            if state != "Z" and not service:
+                found.append((child, text))
     return found

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from jointexec_helpers import DATA, RECIPE, TINY_ARCH, broken_job, nan_job, tiny_job
 
 from fbnas.cost import arch_cost
 from fbnas.errors import ConfigError
-from fbnas.search.jointnas.candidate import CandidateJob, CandidateResult, train_candidate
+from fbnas.search.jointnas.candidate import (
+    OUT_OF_MEMORY,
+    CandidateJob,
+    CandidateResult,
+    describe_exception,
+    train_candidate,
+)
 
 
 def test_key_is_stable_and_names_what_is_trained() -> None:
@@ -57,6 +64,18 @@ def test_failing_candidates_are_results_not_exceptions() -> None:
     assert bad_recipe.error.startswith("recipe: RecipeError:")
     bad_data = train_candidate(CandidateJob(TINY_ARCH, RECIPE, "digits_hard"))
     assert bad_data.error.startswith("data: DatasetError: unknown dataset 'digits_hard'")
+
+
+def test_out_of_memory_is_one_reason() -> None:
+    # The errors as torch raises them (no GPU here to run out of): every form is one reason.
+    cuda = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB "
+                                       "(GPU 0; 79.10 GiB total capacity)")
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                       "can't allocate memory: you tried to allocate 86973087744 bytes.")
+    for exc in (cuda, cpu, MemoryError()):
+        assert describe_exception(exc) == OUT_OF_MEMORY == "out of memory"
+    assert describe_exception(RuntimeError("shape mismatch\nmore")) == \
+        "RuntimeError: shape mismatch"
 
 
 def test_timeout_stops_training_at_the_next_step() -> None:

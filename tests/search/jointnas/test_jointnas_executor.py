@@ -44,6 +44,7 @@ def test_two_workers_train_and_record_failures(pool: LocalExecutor) -> None:
     assert results[1].error.startswith("build model: ArchDefError")
     assert results[3].error == "NaN loss at epoch 1"
     assert len(pool.worker_pids) == 2 and os.getpid() not in pool.worker_pids
+    assert set(pool.worker_pids) <= {pid for pid, _ in process_children()}  # the helper sees them
     # the same numbers as training here: a worker is only a place to run train_candidate
     assert results[0].metrics == train_candidate(tiny_job(0)).metrics
 
@@ -147,6 +148,8 @@ def test_bad_settings_are_config_errors() -> None:
         make_executor("slurm")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="--address .* is for --executor ray"):
         make_executor("local", address="auto")
+    with pytest.raises(ConfigError, match="start_method must be 'forkserver' or 'spawn'"):
+        make_executor("local", start_method="fork")  # type: ignore[arg-type]
 
 
 def test_ray_missing_is_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

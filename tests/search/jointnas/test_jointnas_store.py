@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
@@ -33,6 +34,9 @@ def test_put_get_results_and_reopen(tmp_path: Path) -> None:
         (job, result), = store.results("calibration")
         assert job == tiny_job(2, tag="calibration") and result == failed
         assert store.get(a.key).metrics == {"val_top1": [0.25]}
+        c = tiny_job(3)  # metrics are free-form: a NaN in them must not stop a search
+        store.put(c, CandidateResult(c.key, "ok", 0.5, None, 1.0, {"kendall": float("nan")}))
+        assert math.isnan(store.get(c.key).metrics["kendall"])
 
 
 class RecordingExecutor:
