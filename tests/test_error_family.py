@@ -38,7 +38,8 @@ def test_every_fbnas_exception_derives_from_fbnas_error() -> None:
 def message_only(cls: type) -> bool:
     try:
         return str(cls("m")) == "m"
-    except TypeError:  # takes other arguments (MissingEntriesError: the keys, the place)
+    except (TypeError, ValueError):  # takes other arguments (MissingEntriesError: the keys,
+        # the place; TimedOut: a number of seconds)
         return False
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fbnas.errors import ConfigError, reject_unknown_keys
+from fbnas.errors import ConfigError, FbnasError, reject_unknown_keys
 
 Status = Literal["ok", "failed"]
 
@@ -201,7 +201,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
                                               or "can't allocate memory" in text)
 
 
-class NonFiniteLoss(Exception):
+class NonFiniteLoss(FbnasError):
     """Raised inside training when the loss is NaN or infinite; ends the candidate."""
 
     def __init__(self, epoch: int) -> None:
@@ -300,7 +300,7 @@ def _train(job: CandidateJob, device: str, metrics: dict[str, Any], stages: list
     return float(metrics["val_top1"][-1])
 
 
-class TimedOut(Exception):
+class TimedOut(FbnasError):
     """Raised inside training when the job's time is up; ends the candidate."""
 
     def __init__(self, timeout_s: float) -> None:
