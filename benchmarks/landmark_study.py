@@ -68,9 +68,8 @@ def main() -> None:
     parser.add_argument("--band", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--loss", choices=["pfld", "l2", "wing"], default="l2",
-                        help="weight-step loss (default l2: see docs/landmarks.md on the "
-                             "PFLD loss's vanishing weight)")
+    parser.add_argument("--loss", choices=["pfld", "l2", "wing"], default="pfld",
+                        help="the weight-step loss of the task")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
