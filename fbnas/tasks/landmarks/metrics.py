@@ -13,10 +13,12 @@ Which ``d`` matters: numbers normalised differently are not comparable. ``norm``
   table (6.22 % / 5.58 %). NNI's comment calls the pair the distance between the eyes; what
   the two indices are depends on the data's layout (``layouts/106.json`` says).
 - ``"inter_pupil"``: ``d = ||p[left_pupil] - p[right_pupil]||``.
-- ``"box"``: ``d = sqrt(W * H)`` of the true points' bounding box, the normalisation the
-  106-point challenge is recalled to use (ALGORITHMS.md §5.3: unverified).
+- ``"box"``: ``d = sqrt(W * H)`` of the true points' bounding box: the normalisation of the
+  106-point challenges (stated on the evaluation page of the 2nd one, FLLC at ICPR 2020,
+  https://fllc-icpr2020.github.io/evaluation/, which reports AUC and failures at 0.08).
 
-A true face whose ``d`` is 0 (all points on one spot) gets NME ``inf``, not a division error.
+A true face whose ``d`` is 0 (all points on one spot) gets NME ``inf``, not a division error;
+the summaries count an ``inf`` or NaN NME (a diverged network) as a failure with no AUC.
 
 Failure rate at ``t``: the share of images with NME > ``t``. AUC at ``t``: the area under
 the CED curve (share of images with NME <= x, for x in [0, t]) divided by ``t``, computed
@@ -79,7 +81,8 @@ def _errors(nmes: torch.Tensor | np.ndarray) -> np.ndarray:
     errors = np.asarray(torch.as_tensor(nmes).detach().cpu().double().reshape(-1).numpy())
     if errors.size == 0:
         raise ValueError("no NME values (an empty evaluation set)")
-    return errors
+    # A NaN NME (a diverged network) is a failure, not a pass: NaN > t is False.
+    return np.where(np.isnan(errors), np.inf, errors)
 
 
 def failure_rate(nmes: torch.Tensor | np.ndarray, threshold: float = 0.1) -> float:

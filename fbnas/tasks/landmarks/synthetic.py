@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fbnas.tasks.landmarks.layout import LandmarkDataError, LandmarkLayout, load_layout
+from fbnas.tasks.landmarks.layout import LandmarkDataError
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +211,10 @@ def render_face(rng: np.random.Generator, resolution: int = 112,
         return [(float(x) * size - 0.5, float(y) * size - 0.5) for x, y in p2]
 
     skin = _skin(rng)
-    outline = np.concatenate([landmarks[0:33], forehead(shape)])
-    draw.polygon(xy(project(outline)), fill=tuple(int(v) for v in skin))
+    # The head is the convex hull of contour, forehead and brows: under yaw the far brow
+    # would otherwise stick out of a face drawn from the contour alone.
+    head = project(np.concatenate([landmarks[0:43], landmarks[64:72], forehead(shape)]))
+    draw.polygon(xy(convex_hull(head)), fill=tuple(int(v) for v in skin))
     dark = tuple(int(v) for v in skin * rng.uniform(0.2, 0.45))
     P = points
     draw.polygon(xy(np.concatenate([P[33:38], P[64:68][::-1]])), fill=dark)
@@ -241,6 +243,25 @@ def render_face(rng: np.random.Generator, resolution: int = 112,
                        dtype=np.float32)
     array = _light(array, rng)
     return array, points.astype(np.float32), angles.astype(np.float32)
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull ``(K, 2)`` of ``points`` ``(N, 2)`` in order around it (monotone
+    chain)."""
+    pts = sorted(map(tuple, points.tolist()))
+
+    def half(sequence: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        chain: list[tuple[float, float]] = []
+        for p in sequence:
+            while len(chain) >= 2 and ((chain[-1][0] - chain[-2][0]) * (p[1] - chain[-2][1])
+                                       - (chain[-1][1] - chain[-2][1]) * (p[0] - chain[-2][0])
+                                       ) <= 0:
+                chain.pop()
+            chain.append(p)
+        return chain
+
+    lower, upper = half(pts), half(pts[::-1])
+    return np.array(lower[:-1] + upper[:-1])
 
 
 SKIN_LIGHT = np.array([250.0, 222.0, 196.0])
@@ -301,7 +322,6 @@ def make_landmark_set(out_dir: str | os.PathLike, n: int, seed: int = 0,
     if num_points != 106:
         raise LandmarkDataError(f"the synthetic renderer draws the 106-point layout only, "
                                 f"got num_points={num_points}")
-    layout: LandmarkLayout = load_layout(num_points)
     if not isinstance(n, int) or n < 2:
         raise LandmarkDataError(f"n must be an integer >= 2 (a training and a test image), "
                                 f"got {n!r}")
@@ -335,5 +355,4 @@ def make_landmark_set(out_dir: str | os.PathLike, n: int, seed: int = 0,
                 progress(done, n, part)
         atomic_write_text(folder / "list.txt", "\n".join(lines) + "\n")
         logger.info("wrote %d images to %s", count, folder)
-    logger.debug("rendered the %s layout", layout.name)
     return out

@@ -138,3 +138,15 @@ def test_dataset_applies_augment(landmark_set: Path) -> None:
     image, target = augmented[0]
     assert image.shape == (3, 112, 112)
     assert not torch.equal(target["points"], plain[0][1]["points"])
+
+
+def test_flipping_twice_is_the_identity() -> None:
+    layout = load_layout(106)
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(5):
+        points = torch.rand(106, 2, generator=generator) * 1.2 - 0.1
+        image = torch.rand(3, 17, 23, generator=generator)
+        once = flip_sample(image, points, layout.flip_permutation)
+        twice = flip_sample(*once, layout.flip_permutation)
+        torch.testing.assert_close(twice[1], points)
+        assert torch.equal(twice[0], image)

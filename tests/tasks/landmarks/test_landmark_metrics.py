@@ -71,6 +71,9 @@ def test_failure_rate_auc_and_ced() -> None:
     assert summarise(errors) == pytest.approx({"nme": 0.0875, "failure_rate": 0.25,
                                                "auc": 0.375})
     assert auc(np.zeros(3)) == 1.0 and auc(np.full(3, 0.5)) == 0.0
+    diverged = np.array([0.0, np.nan, np.inf, 0.05])
+    assert failure_rate(diverged) == 0.5 and auc(diverged) == pytest.approx(0.375)
+    assert ced_curve(diverged, steps=3)[1].tolist() == [0.25, 0.5, 0.5]
 
 
 def test_plots_write_images(tmp_path: Path) -> None:
@@ -83,3 +86,12 @@ def test_plots_write_images(tmp_path: Path) -> None:
                                      tmp_path / "sub" / "pred.png", titles=["a", "b"])
     assert Image.open(path).size[0] > 200
     assert not list((tmp_path / "sub").glob(".*tmp"))  # written atomically
+
+
+@pytest.mark.parametrize("norm", ["nni", "inter_pupil", "box"])
+def test_nme_ignores_where_the_face_is_and_its_size(norm: str) -> None:
+    """NME is a ratio: moving and zooming truth and prediction together leaves it alone."""
+    true = faces(4)
+    pred = true + 0.02 * torch.randn(4, 106, 2)
+    moved = nme(pred * 2.5 + 0.3, true * 2.5 + 0.3, LAYOUT, norm)
+    torch.testing.assert_close(moved, nme(pred, true, LAYOUT, norm))

@@ -94,3 +94,11 @@ def test_cli_make_and_check(tmp_path: Path, run_cli) -> None:
     assert "skipped 1 bad line(s)" in result.stderr
     result = run_cli("data", "make-landmarks", "--out", tmp_path / "set", "-n", "6")
     assert result.returncode == 2 and "already holds a landmark set" in result.stderr
+
+
+def test_convex_hull_drops_inner_points() -> None:
+    from fbnas.tasks.landmarks.synthetic import convex_hull
+
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5], [0.2, 0.7], [1, 0.5]])
+    hull = convex_hull(square)
+    assert sorted(map(tuple, hull.tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1)]
