@@ -68,11 +68,13 @@ def main() -> None:
     parser.add_argument("--band", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--loss", choices=["pfld", "l2", "wing"], default="pfld",
+                        help="the weight-step loss of the task")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    task = LandmarkTask()
+    task = LandmarkTask(loss_kind=args.loss)
     table_path = args.out / "pfld_lut.json"
     if table_path.is_file():
         from fbnas.cost.lut import LatencyTable

@@ -41,6 +41,11 @@ def test_metric_sums_match_lmdata_metrics():
     assert m["failure_rate"] == pytest.approx(100 * failure_rate(per_image))
     assert m["auc"] == pytest.approx(100 * auc(per_image))
     assert task.score(m) == -m["nme"]
+    passing = int(torch.nonzero(per_image <= 0.1)[0])
+    pred[passing] = float("nan")  # a diverged network: a failure with no AUC
+    nan = task.metrics(task.metric_sums(pred, targets), 4)
+    assert nan["failure_rate"] == pytest.approx(m["failure_rate"] + 25.0)
+    assert nan["auc"] < m["auc"]
 
 
 def test_weight_loss_runs_the_aux_net_and_arch_loss_does_not():

@@ -248,7 +248,11 @@ def fixed_parts(num_points: int = 106) -> dict[str, tuple[Any, int, tuple[int, i
         "block_tail": (block("ir_k3_ese", 64, 64, 1, expansion=2,
                              se_args={"name": "ese", "fm_size": 7}), 64, (7, 7)),
         "sep_tail": (block("sep_k3", 64, 128, 1), 64, (7, 7)),
-        "dw7": (conv_bn_relu(128, 128, 7, padding=0, groups=128), 128, (7, 7)),
+        # No BN on the 1x1 map: over (N, 128, 1, 1) it normalises across the batch alone,
+        # and the trained network then disagrees with itself in eval mode (measured: the
+        # validation L2 rose while the training loss fell).
+        "dw7": (ConvNormAct(ConvSpec(128, 128, 7, 1, 0, 1, 128, bias=True), None,
+                            ActSpec("relu")), 128, (7, 7)),
         "head_conv": (head_conv, 128, (1, 1)),
     }
 
@@ -288,6 +292,7 @@ class PFLDFrame(nn.Module):
         # Every point starts at the crop's centre, not at its corner (an fbnas choice: the
         # first epochs then learn the face, not the offset).
         nn.init.constant_(self.head_conv.conv.bias, 0.5)
+        nn.init.normal_(self.head_conv.conv.weight, std=0.01)  # start near the centre
 
     def run_layer(self, i: int, x: torch.Tensor, sample: Any) -> torch.Tensor:
         raise NotImplementedError

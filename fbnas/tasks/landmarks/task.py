@@ -165,9 +165,11 @@ class LandmarkTask:
         """Summed L2 loss, NME, failures and per-image AUC terms: ``(4,)`` float64."""
         points, true = self._targets(outputs, targets)
         nmes = self.image_nmes(outputs, targets).to(torch.float64)
+        # A NaN NME (a diverged network) is a failure with no AUC, as lmdata's metrics say.
+        failed = ~(nmes <= self.threshold)
+        area = torch.where(failed, torch.zeros_like(nmes), 1.0 - nmes / self.threshold)
         sums = [squared_distances(points.float(), true.float()).sum().to(torch.float64),
-                nmes.sum(), (nmes > self.threshold).sum().to(torch.float64),
-                (1.0 - nmes / self.threshold).clamp_min(0.0).sum()]
+                nmes.sum(), failed.sum().to(torch.float64), area.sum()]
         return torch.stack(sums)
 
     def metrics(self, sums: torch.Tensor, count: int) -> dict[str, float]:
