@@ -21,6 +21,7 @@ model): one lookup per unique block key, cached, then the table's calibration
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from fbnas.arch.unify import unify_arch_def
 from fbnas.blocks.heads import head_spec_for
 from fbnas.builder import FBNetBuilder
 from fbnas.cost.analytic import arch_cost
-from fbnas.cost.lut import LatencyTable, block_key, head_key
+from fbnas.cost.lut import ArchItems, LatencyTable, arch_items, block_key, head_key
 from fbnas.errors import ConfigError
 from fbnas.search.evolution import InfeasibleConstraintError
 from fbnas.search.jointnas.space import FixedArchSpace, JointSpace
@@ -129,6 +130,15 @@ class PopulationCost:
         for layout in space.stages[:stage]:
             h = (h - 1) // layout.stride + 1
         return h
+
+    def latency_share(self) -> tuple[int, int] | None:
+        """``(from the model, all)``: the distinct block keys priced so far whose latency the
+        block latency model predicted (the table holds no measurement), and all of them;
+        None without latency."""
+        if self.latency is None:
+            return None
+        keys = list(self._ms_cache)
+        return len(self.latency.unmeasured(keys)), len(keys)
 
     def _ms(self, key: str) -> float:
         if self.latency is None:
@@ -252,6 +262,21 @@ class PopulationCost:
 
 # --------------------------------------------------------------------------- constraints
 
+def joint_networks(space: JointSpace, n: int, seed: int = 0, batch: int = 1,
+                   start: int = 0) -> list[ArchItems]:
+    """The table items of ``n`` sampled candidates of ``space``, each at its own resolution
+    (``fbnas lut build --space JOINT_SPACE`` measures their blocks; the block latency model
+    of ``--model-sample`` prices the blocks of every other candidate)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(start + n):
+        arch = space.freeze(space.sample(rng)).arch_def
+        if i >= start:
+            out.append(arch_items(arch, None, space.num_classes, batch,
+                                  name=f"{space.name}_sample{i}"))
+    return out
+
+
 CONSTRAINT_UNITS = {"macs": "MACs", "params": "params", "latency_ms": "ms"}
 CONSTRAINT_FLAGS = {"macs": "--max-macs", "params": "--max-params", "latency_ms": "--max-ms"}
 
@@ -336,4 +361,4 @@ class SampleConstraint:
 
 
 __all__ = ["CONSTRAINT_FLAGS", "Constraints", "PopulationCost", "PopulationCosts",
-           "SampleConstraint", "check_feasible"]
+           "SampleConstraint", "check_feasible", "joint_networks"]
