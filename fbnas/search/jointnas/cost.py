@@ -70,9 +70,12 @@ class _Table:
         self.known = np.zeros(count, dtype=bool)
         self.price = price  # (indices tuple) -> (params, macs, ms)
 
-    def codes(self, full: np.ndarray) -> np.ndarray:
+    def codes(self, full: np.ndarray, used: np.ndarray | None = None) -> np.ndarray:
+        """The rows' table codes, pricing the entries not known yet; with ``used``, only
+        those of the rows it marks (a repeat of a depth-1 stage is no block of its network:
+        a table need not hold it, and its count is 0)."""
         codes = np.ravel_multi_index(tuple(full[:, p] for p in self.positions), self.shape)
-        missing = ~self.known[codes]
+        missing = ~self.known[codes] if used is None else ~self.known[codes] & used
         if missing.any():
             for code in np.unique(codes[missing]):
                 index = np.unravel_index(int(code), self.shape)
@@ -228,7 +231,7 @@ class PopulationCost:
             depths = np.asarray(space.props[stage.depth].values, dtype=np.int64)
             tables += [(self._first[i], 1), (self._repeat[i], depths[full[:, stage.depth]] - 1)]
         for table, times in tables:
-            codes = table.codes(full)
+            codes = table.codes(full, None if np.isscalar(times) else times > 0)
             params += table.params[codes] * times
             macs += table.macs[codes] * times
             if self.latency is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import numpy as np
@@ -167,3 +168,23 @@ def test_a_foreign_store_in_the_run_folder_is_refused_and_kept(files, capsys) ->
     err = capsys.readouterr().err
     assert "error: " in err and "results.sqlite" in err and "Traceback" not in err
     assert (out / "results.sqlite").read_bytes() == b"not a database, somebody's notes\n"
+
+
+def test_lut_build_on_a_joint_space_measures_sampled_candidates(files, capsys) -> None:
+    """The table of sampled candidates' blocks prices the candidates it holds; the block
+    latency model beside it (``--model-sample``, seconds of fitting; run as a user, see
+    docs/jointnas.md) prices the rest, as the search test above checks with a fitted one."""
+    space_file, lut = str(files / "space.yaml"), files / "lut.json"
+    assert main(["lut", "build", "--space", space_file, "-r", "32", "--out", str(lut)]) == 2
+    assert "--resolution: the candidates of the joint space" in capsys.readouterr().err
+    assert main(["lut", "build", "--space", space_file, "--rounds", "1", "--calibrate-on",
+                 "0", "--no-normalise", "--out", str(lut)]) == 0
+    space = JointSpace(TINY_SPACE)
+    networks = joint_networks(space, 32)
+    table = LatencyTable.load(lut)
+    assert set(table.entries) == {k for n in networks for k in n.keys}
+    assert table.model is None
+    rng = random.Random(0)  # the candidates joint_networks sampled, priced by the table
+    samples = np.array([space.sample(rng) for _ in range(32)], dtype=np.int64)
+    cost = PopulationCost(space, table)
+    assert np.all(cost(samples).latency_ms > 0) and cost.latency_share()[0] == 0
