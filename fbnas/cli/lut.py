@@ -50,7 +50,7 @@ from fbnas.cost.lut import (
 from fbnas.export.checkpoint import checkpoint_head, is_checkpoint_path
 from fbnas.io import read_json_or_yaml
 from fbnas.search import get_space
-from fbnas.search.space import space_networks
+from fbnas.search.space import SPACES, space_networks
 from fbnas.train.checkpoint import read_checkpoint
 from fbnas.zoo.checkpoint import CheckpointError
 
@@ -102,6 +102,41 @@ def _open_table(out: Path, device: DeviceInfo, rounds: int) -> LatencyTable:
     return existing
 
 
+JOINT_SPACE_NETWORKS = 32
+"""Sampled candidates of a JointNAS space whose blocks a ``--space`` table measures (a
+joint space has far too many to measure all; ``--model-sample`` prices the rest)."""
+
+
+def _joint_space(name: str) -> Any:
+    """The JointNAS space ``name`` (shipped name or file), or None for a DNAS space."""
+    from fbnas.search.jointnas.space import JointSpaceError, load_joint_space
+
+    if name in SPACES:
+        return None
+    try:
+        return load_joint_space(name)
+    except JointSpaceError:
+        return None  # get_space names what is wrong with it
+
+
+def _space_networks(space_name: str, resolution: int | None, batch: int, calibrate_on: int,
+                    num_classes: int) -> tuple[list[ArchItems], list[ArchItems]]:
+    """The networks (and the calibration ones) of a DNAS space, or of a JointNAS space
+    (:data:`JOINT_SPACE_NETWORKS` sampled candidates at their own resolutions and the
+    space's classes)."""
+    joint = _joint_space(space_name)
+    if joint is None:
+        return space_networks(get_space(space_name), resolution, batch, calibrate_on,
+                              num_classes)
+    if resolution is not None:
+        raise click.UsageError(f"--resolution: the candidates of the joint space "
+                               f"{joint.name!r} have their own resolutions; leave it out")
+    from fbnas.search.jointnas.cost import joint_networks
+
+    networks = joint_networks(joint, JOINT_SPACE_NETWORKS, batch=batch)
+    return networks, networks[:calibrate_on]
+
+
 MODEL_SAMPLE_SPACE_NETWORKS = 64
 """Random networks of a space whose blocks (with the candidates') set the sample's ranges."""
 ARCH_RANGE_WIDEN = 1.5
@@ -129,7 +164,13 @@ def _model_sample(networks: list[ArchItems], n: int, ranges_file: Path | None, b
             else _bad_range(ranges_file, i) for i, r in enumerate(data)]
     else:
         sources = list(networks)
-        if space_name:
+        joint = _joint_space(space_name) if space_name else None
+        if joint is not None:
+            from fbnas.search.jointnas.cost import joint_networks
+
+            sources += joint_networks(joint, MODEL_SAMPLE_SPACE_NETWORKS, batch=batch,
+                                      start=JOINT_SPACE_NETWORKS)
+        elif space_name:
             space = get_space(space_name)
             rng = random.Random(0)
             head = next((a.head for a in networks if a.head is not None), None)
@@ -226,8 +267,8 @@ def lut_build(more_archs: tuple[str, ...], space_name: str | None, archs: tuple[
     table_ = _open_table(out, device, rounds)
     table_.normalise = normalise
     if space_name:
-        networks, calibration = space_networks(get_space(space_name), resolution, 1,
-                                               calibrate_on, num_classes)
+        networks, calibration = _space_networks(space_name, resolution, 1, calibrate_on,
+                                                num_classes)
     else:
         networks = [_arch_items(a, resolution, num_classes, head) for a in archs]
         calibration = networks[:calibrate_on]
@@ -336,8 +377,8 @@ def lut_export_blocks(more_archs: tuple[str, ...], space_name: str | None,
     if bool(space_name) == bool(archs):
         raise click.UsageError("give either --space or --arch (one or more)")
     if space_name:
-        networks, calibration = space_networks(get_space(space_name), resolution, batch,
-                                               calibrate_on)
+        networks, calibration = _space_networks(space_name, resolution, batch, calibrate_on,
+                                                1000)
     else:
         networks = [arch_items(a, resolution, batch=batch) for a in archs]
         calibration = networks[:calibrate_on]

@@ -24,8 +24,13 @@ from fbnas.search.jointnas.search import load_settings, presets, run_jointnas, r
               help="Override a setting (coarse.rounds=2, fine.population=50); repeatable.")
 @click.option("--max-macs", type=float, help="MACs budget.")
 @click.option("--max-params", type=float, help="Parameter budget.")
-@click.option("--max-ms", type=float, help="Latency budget (ms), priced with --lut.")
-@click.option("--lut", type=click.Path(dir_okay=False), help="Latency table for --max-ms.")
+@click.option("--max-ms", type=float, help="Latency budget (ms), priced with --lut and/or "
+              "--latency-model.")
+@click.option("--lut", type=click.Path(dir_okay=False), help="Latency table for --max-ms "
+              "(fbnas lut build --space SPACE; its TABLE.model.json prices what it lacks).")
+@click.option("--latency-model", "latency_model", type=click.Path(dir_okay=False),
+              help="Block latency model (fbnas lut fit-model) for the blocks --lut lacks, "
+                   "or for every block without --lut.")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
               help="Where candidates train (default local worker processes).")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes "
@@ -42,7 +47,8 @@ from fbnas.search.jointnas.search import load_settings, presets, run_jointnas, r
 def search_jointnas(space: str | None, data: str | None, preset: str | None,
                     config_file: Path | None, assignments: tuple[str, ...],
                     max_macs: float | None, max_params: float | None, max_ms: float | None,
-                    lut: str | None, executor: str | None, workers: int | None,
+                    lut: str | None, latency_model: str | None, executor: str | None,
+                    workers: int | None,
                     address: str | None, arch: str | None, reuse: Path | None,
                     seed: int | None, out: Path) -> None:
     """FBNetV3 JointNAS: search architecture and training recipe together.
@@ -54,7 +60,8 @@ def search_jointnas(space: str | None, data: str | None, preset: str | None,
     """
     changes: dict[str, Any] = parse_assignments(assignments, "--set", ConfigError)
     given = {"space": space, "data": data, "max_macs": max_macs, "max_params": max_params,
-             "max_ms": max_ms, "lut": lut, "executor": executor, "workers": workers,
+             "max_ms": max_ms, "lut": lut, "latency_model": latency_model,
+             "executor": executor, "workers": workers,
              "address": address, "arch": arch, "seed": seed}
     changes.update({k: v for k, v in given.items() if v is not None})
 

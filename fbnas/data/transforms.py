@@ -9,10 +9,14 @@ for evaluation, as for ImageNet).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:  # imported when a transform is built: importing torchvision pulls its
+    # models and torch._dynamo (seconds), which a process that never loads images (the
+    # CLI, a search's main process, `fbnas --help`) need not pay
+    from torchvision.transforms import v2
 
 Source = Literal["tensor", "file"]
 EVAL_CROP_FRACTION = 0.875
@@ -40,6 +44,7 @@ class AugmentConfig:
 
 def _randaugment(config: str, mean: tuple[float, float, float]) -> v2.Transform:
     from timm.data.auto_augment import rand_augment_transform
+    from torchvision.transforms import v2
 
     fill = tuple(round(255 * m) for m in mean)
     try:
@@ -53,6 +58,8 @@ def _randaugment(config: str, mean: tuple[float, float, float]) -> v2.Transform:
 def build_transform(source: Source, resolution: int, mean: tuple[float, ...],
                     std: tuple[float, ...], augment: AugmentConfig | None) -> v2.Compose:
     """Returns image -> normalised float tensor ``(3, R, R)``; ``augment=None`` is evaluation."""
+    from torchvision.transforms import v2
+
     steps: list[v2.Transform] = []
     if source == "file":
         steps.append(v2.ToImage())  # PIL -> uint8 tensor, so crops run in torch

@@ -21,6 +21,7 @@ model): one lookup per unique block key, cached, then the table's calibration
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from fbnas.arch.unify import unify_arch_def
 from fbnas.blocks.heads import head_spec_for
 from fbnas.builder import FBNetBuilder
 from fbnas.cost.analytic import arch_cost
-from fbnas.cost.lut import LatencyTable, block_key, head_key
+from fbnas.cost.lut import ArchItems, LatencyTable, arch_items, block_key, head_key
 from fbnas.errors import ConfigError
 from fbnas.search.evolution import InfeasibleConstraintError
 from fbnas.search.jointnas.space import FixedArchSpace, JointSpace
@@ -69,9 +70,12 @@ class _Table:
         self.known = np.zeros(count, dtype=bool)
         self.price = price  # (indices tuple) -> (params, macs, ms)
 
-    def codes(self, full: np.ndarray) -> np.ndarray:
+    def codes(self, full: np.ndarray, used: np.ndarray | None = None) -> np.ndarray:
+        """The rows' table codes, pricing the entries not known yet; with ``used``, only
+        those of the rows it marks (a repeat of a depth-1 stage is no block of its network:
+        a table need not hold it, and its count is 0)."""
         codes = np.ravel_multi_index(tuple(full[:, p] for p in self.positions), self.shape)
-        missing = ~self.known[codes]
+        missing = ~self.known[codes] if used is None else ~self.known[codes] & used
         if missing.any():
             for code in np.unique(codes[missing]):
                 index = np.unravel_index(int(code), self.shape)
@@ -129,6 +133,15 @@ class PopulationCost:
         for layout in space.stages[:stage]:
             h = (h - 1) // layout.stride + 1
         return h
+
+    def latency_share(self) -> tuple[int, int] | None:
+        """``(from the model, all)``: the distinct block keys priced so far whose latency the
+        block latency model predicted (the table holds no measurement), and all of them;
+        None without latency."""
+        if self.latency is None:
+            return None
+        keys = list(self._ms_cache)
+        return len(self.latency.unmeasured(keys)), len(keys)
 
     def _ms(self, key: str) -> float:
         if self.latency is None:
@@ -218,7 +231,7 @@ class PopulationCost:
             depths = np.asarray(space.props[stage.depth].values, dtype=np.int64)
             tables += [(self._first[i], 1), (self._repeat[i], depths[full[:, stage.depth]] - 1)]
         for table, times in tables:
-            codes = table.codes(full)
+            codes = table.codes(full, None if np.isscalar(times) else times > 0)
             params += table.params[codes] * times
             macs += table.macs[codes] * times
             if self.latency is not None:
@@ -251,6 +264,21 @@ class PopulationCost:
 
 
 # --------------------------------------------------------------------------- constraints
+
+def joint_networks(space: JointSpace, n: int, seed: int = 0, batch: int = 1,
+                   start: int = 0) -> list[ArchItems]:
+    """The table items of ``n`` sampled candidates of ``space``, each at its own resolution
+    (``fbnas lut build --space JOINT_SPACE`` measures their blocks; the block latency model
+    of ``--model-sample`` prices the blocks of every other candidate)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(start + n):
+        arch = space.freeze(space.sample(rng)).arch_def
+        if i >= start:
+            out.append(arch_items(arch, None, space.num_classes, batch,
+                                  name=f"{space.name}_sample{i}"))
+    return out
+
 
 CONSTRAINT_UNITS = {"macs": "MACs", "params": "params", "latency_ms": "ms"}
 CONSTRAINT_FLAGS = {"macs": "--max-macs", "params": "--max-params", "latency_ms": "--max-ms"}
@@ -336,4 +364,4 @@ class SampleConstraint:
 
 
 __all__ = ["CONSTRAINT_FLAGS", "Constraints", "PopulationCost", "PopulationCosts",
-           "SampleConstraint", "check_feasible"]
+           "SampleConstraint", "check_feasible", "joint_networks"]

@@ -68,7 +68,10 @@ class JointNASConfig:
         space: a space file or a shipped space name.
         data: the dataset spec candidates train on.
         max_macs, max_params, max_ms: the constraints (every one given must hold).
-        lut: the latency table ``--max-ms`` is priced with.
+        lut: the latency table ``--max-ms`` is priced with (with the block latency model
+            beside it, ``TABLE.model.json``, if there is one).
+        latency_model: a block latency model file (``fbnas lut fit-model``) that prices
+            the blocks ``lut`` lacks, or every block without ``lut``.
         arch: an arch-def file: search the recipe only.
         seed: seeds everything.
         executor, workers, address, threads, timeout_s: where candidates train.
@@ -83,6 +86,7 @@ class JointNASConfig:
     max_params: float | None = None
     max_ms: float | None = None
     lut: str | None = None
+    latency_model: str | None = None
     arch: str | None = None
     seed: int = 0
     executor: Literal["local", "ray"] = "local"
@@ -101,8 +105,10 @@ class JointNASConfig:
             raise ConfigError(f"workers and threads must be >= 1 and final_candidates >= 0, "
                               f"got {self.workers}, {self.threads}, {self.final_candidates}")
         self.constraints()  # checks the budgets
-        if self.max_ms is not None and self.lut is None:
-            raise ConfigError("--max-ms needs a latency table: give --lut FILE")
+        if self.max_ms is not None and self.lut is None and self.latency_model is None:
+            raise ConfigError("--max-ms needs a latency table or a block latency model: "
+                              "give --lut FILE and/or --latency-model FILE (fbnas lut "
+                              "build --space SPACE --model-sample N builds both)")
 
     def constraints(self) -> Constraints:
         return Constraints(self.max_macs, self.max_params, self.max_ms)
@@ -150,7 +156,7 @@ class JointNASConfig:
 
 def _check_scalars(config: JointNASConfig) -> None:
     """Type checks of the top-level settings (values from YAML arrive untyped)."""
-    text = ("space", "data", "lut", "arch", "address")
+    text = ("space", "data", "lut", "latency_model", "arch", "address")
     for name in text:
         value = getattr(config, name)
         if value is not None and not isinstance(value, str) or (name in ("space", "data")
@@ -237,12 +243,29 @@ def open_space(config: JointNASConfig) -> JointSpace:
 
 
 def open_cost(space: JointSpace, config: JointNASConfig) -> PopulationCost:
-    table = None
-    if config.lut is not None:
-        from fbnas.cost.lut import LatencyTable
+    """The population cost of ``space``, with latency when a table and/or a block latency
+    model is given (a model alone prices every block)."""
+    from fbnas.cost.lut import LatencyTable
 
-        table = LatencyTable.load(config.lut)  # with its block latency model, if beside
+    table = None
+    if config.lut is not None:  # with --latency-model, else the model beside it, if any
+        table = LatencyTable.load(config.lut, model=config.latency_model)
+    elif config.latency_model is not None:
+        from fbnas.cost.block_model import BlockLatencyModel
+
+        model = BlockLatencyModel.load(config.latency_model)
+        table = LatencyTable(model.device, batch=model.batch)
+        table.attach_model(model)
     return PopulationCost(space, table)
+
+
+def _say_latency_share(cost: PopulationCost, say: Callable[[str], None]) -> None:
+    """Says how many of the distinct blocks priced so far the block latency model answered
+    (the table the others), so a search on predicted latencies is never silent."""
+    share = cost.latency_share()
+    if share is not None and share[0]:
+        say(f"latency costs: {share[0]} of {share[1]} distinct blocks priced "
+            f"predicted by the block latency model, the rest measured")
 
 
 def _settings_text(config: JointNASConfig, extra: Mapping[str, Any] | None = None) -> str:
@@ -352,6 +375,7 @@ def _run_jointnas(config: JointNASConfig, out: Path, progress: Callable[[str], N
     # Infeasible constraints are found before anything is started or written.
     CoarseSearch(space, cost, constraints, config.data, lambda jobs: [], config.coarse,
                  config.predictor, config.seed).pool(0)
+    _say_latency_share(cost, say)
     _check_run_folder(out, config)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(out / STORE_FILE)
@@ -379,6 +403,7 @@ def _run_jointnas(config: JointNASConfig, out: Path, progress: Callable[[str], N
         say(f"stage 2: {fine.evolution.generations} generations ({fine.evolution.stop_reason}"
             f"), {len(fine.evolution.evaluated)} candidates scored, best predicted "
             f"{fine.top[0]['predicted']:.4f}")
+        _say_latency_share(cost, say)
         atomic_write_text(out / "fine.json", json.dumps(fine.to_dict(), indent=1))
         final = _final(space, config, fine.top, train, coarse, say)
         atomic_write_text(out / "final.json", json.dumps(final, indent=1))
@@ -453,8 +478,9 @@ def run_reuse(source: str | Path, out: str | Path, changes: Mapping[str, Any],
         raise ConfigError(f"--reuse {source}: {', '.join(fixed)} cannot change (the "
                           f"predictor was fitted on the run's); start a new search")
     config = old.with_changes(changes, "--reuse")
-    if config.max_ms is not None and config.lut is None:
-        raise ConfigError("--max-ms needs the run to have a latency table (--lut)")
+    if config.max_ms is not None and config.lut is None and config.latency_model is None:
+        raise ConfigError("--max-ms needs a latency table or a block latency model "
+                          "(--lut FILE and/or --latency-model FILE)")
     space = open_space(config)
     cost = open_cost(space, config)
     constraints = config.constraints()
@@ -476,6 +502,7 @@ def run_reuse(source: str | Path, out: str | Path, changes: Mapping[str, Any],
     say(f"stage 2 on {source}'s predictor under {constraints.describe()}: "
         f"{fine.evolution.generations} generations, best predicted {best['predicted']:.4f} "
         f"(no training)")
+    _say_latency_share(cost, say)
     result = JointNASResult(chosen, space.values(chosen), float(best["predicted"]), None,
                             None, fine.to_dict(), [], 0, 0)
     atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=1, default=str))
