@@ -32,7 +32,7 @@ import torch
 from fbnas.cost.lut import LatencyTable, MissingEntriesError, arch_items
 from fbnas.errors import ConfigError
 
-MAX_COMBINATIONS = 4096
+MAX_COMBINATIONS = 65536
 
 
 class MaskedLatency:
