@@ -14,8 +14,17 @@ input-and-output option. The network's is ``scale · Σ_l E[LAT_l] + offset`` (t
 calibration), so at one-hot weights it is exactly ``table.predict`` of the derived network.
 
 Each block's table ``LAT_l[i, j, ...]`` is filled once per supernet, keyed by the derived
-networks' own table keys (so table hits are exact); a block whose combinations exceed
-:data:`MAX_COMBINATIONS` is refused, naming it.
+networks' own table keys (so table hits are exact): table entries from its dict, every
+other key answered by the block latency model in one batch (``LatencyTable.predict_keys``).
+The expectation each step is then a contraction of the per-group probability vectors with
+the dense tensor (``tensordot``), cheap at fbnet_v2's largest block (8 x 8 x 14 x 2 x 4 =
+7,168 entries, 56 KiB). What costs is the set-up: one table key (an arch def and a trace,
+~30 ms on fbnet_v2) and, for a key the table lacks, the model's features (one ``meta``
+forward of the block, ~25 ms) per combination, so fbnet_v2's ~20,600 combinations take
+minutes, not seconds (docs/dmasking.md). :data:`MAX_COMBINATIONS` bounds what pricing holds
+per block: ~4 KB per combination (its key, its memoised feature dict, the model's answer),
+so 65,536 combinations are ~250 MiB and the lru cache of ``key_features`` (65,536 entries)
+still holds them all; a block beyond it is refused, naming it.
 """
 
 from __future__ import annotations
