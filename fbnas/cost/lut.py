@@ -371,6 +371,7 @@ class LatencyTable:
         """The block latency model that answers keys the table does not hold (see
         :meth:`attach_model`); kept in its own file beside the table."""
         self._model_answers: dict[str, BlockPrediction | None] = {}
+        self._answer_flags: set[str] = set()  # "answered", "extrapolated" (see _remember)
 
     def value_reference_ms(self) -> float | None:
         """The reference speed values are expressed at: :attr:`reference_ms` once fixed,
@@ -428,6 +429,7 @@ class LatencyTable:
         """Lets ``model`` answer the keys the table does not hold (``None``: none)."""
         self.model = model
         self._model_answers.clear()
+        self._answer_flags.clear()
 
     def model_prediction(self, key: str) -> BlockPrediction | None:
         """The model's prediction for ``key``; ``None`` without a model or for keys it
@@ -440,20 +442,49 @@ class LatencyTable:
                 answer: BlockPrediction | None = self.model.predict_key(key)
             except BlockModelError:
                 answer = None
+            self._remember(key, answer)
+        return self._model_answers[key]
+
+    def predict_keys(self, keys: Iterable[str]) -> None:
+        """Has the block latency model answer every key the table does not hold, in one
+        batch (:meth:`BlockLatencyModel.predict_many`); :meth:`lookup` then reads them.
+
+        Why: one regressor call per key dominates pricing a DMasking supernet's blocks.
+        """
+        if self.model is None:
+            return
+        todo, rows = [], []
+        for key in dict.fromkeys(keys):
+            if key in self or key in self._model_answers:
+                continue
+            try:
+                rows.append(key_features(key, self.model.batch))
+                todo.append(key)
+            except BlockModelError:
+                self._remember(key, None)
+        for key, answer in zip(todo, self.model.predict_many(rows), strict=True):
+            self._remember(key, answer)
+
+    def _remember(self, key: str, answer: BlockPrediction | None) -> None:
+        """Stores the model's answer for ``key``, logging the first extrapolation."""
+        if self.model is not None:
+            # Whether an earlier answer extrapolated / any answered: flags, not a scan of
+            # every answer (that would be quadratic in a supernet's tens of thousands).
+            flags = self._answer_flags
             if answer is not None and answer.extrapolated:
-                first = not any(a is not None and a.extrapolated
-                                for a in self._model_answers.values())
+                first = "extrapolated" not in flags
+                flags.add("extrapolated")
                 logger.log(logging.WARNING if first else logging.DEBUG,
                            "block latency model extrapolates for %s: %s%s", key,
                            "; ".join(answer.extrapolated),
                            " (further blocks outside its training ranges are logged at "
                            "debug level; predictions list them)" if first else "")
-            if answer is not None and not any(self._model_answers.values()):
+            if answer is not None and "answered" not in flags:
+                flags.add("answered")
                 logger.info("blocks the latency table lacks are predicted by its block "
                             "latency model (%s, fitted on %d blocks)",
                             self.model.candidate.name, len(self.model.blocks))
             self._model_answers[key] = answer
-        return self._model_answers[key]
 
     def training_blocks(self) -> list[TrainingBlock]:
         """Every measured (not busy) block and head entry as a model's training block;

@@ -486,3 +486,22 @@ def test_a_table_with_head_entries_fits_a_model_that_has_seen_heads(head_sample)
     blocks = table.training_blocks()
     assert len(blocks) == 120 and sum(b.features["family"] == "head:cls_head"
                                       for b in blocks) == 6
+
+
+@pytest.mark.parametrize("key", [
+    "ir_k5_hs|40x28x28|72|s2|expansion=5,se_args=\"se_hsig\"",
+    "ir_k3|16x14x14|16|s1|expansion=3",
+    "conv_k3_hs|3x32x32|16|s2|",
+])
+def test_activations_passed_through_give_the_features_of_running_them(key) -> None:
+    # block_features lets leaf activations pass their input through (only shapes are
+    # read; on the meta device they are slow): the features must be those of running them.
+    from fbnas.cost.block_model import block_features, key_module
+
+    fast, chw = key_module(key)
+    real, _ = key_module(key)
+    for m in real.modules():  # an own forward: block_features leaves it alone
+        m.forward = type(m).forward.__get__(m)
+    op = key.split("|", 1)[0]
+    assert block_features(fast, (1, *chw), op) == block_features(real, (1, *chw), op)
+    assert all("forward" not in m.__dict__ for m in fast.modules())  # restored

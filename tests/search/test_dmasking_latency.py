@@ -75,3 +75,19 @@ def test_expected_latency_is_the_pairwise_expectation_and_differentiable(priced)
         p = float(torch.prod(torch.stack([weights[g, c].detach() for g, c in enumerate(choice)])))
         total += p * net.choice_cost(choice)
     assert float(expected) == pytest.approx(total, rel=1e-4)
+
+
+def test_the_model_answers_a_batch_as_it_answers_each_key(priced):
+    # The set-up prices every combination with one regressor call (predict_many); the
+    # answers must be the per-key ones, the table's own entries untouched.
+    net, table = priced
+    keys = sorted({k for choice in net.sample_architectures(6, torch.Generator().manual_seed(5))
+                   for k in arch_items(net.arch_def(choice), None, 10).keys})
+    rows = [key_features(k) for k in keys]
+    batch = table.model.predict_many(rows)
+    for key, row, answer in zip(keys, rows, batch, strict=True):
+        assert answer.ms == pytest.approx(table.model.predict_features(row).ms, rel=1e-9)
+        if key in table:
+            assert table.lookup(key) == table.entry_ms(table.entries[key])
+        else:
+            assert table.lookup(key) == pytest.approx(answer.ms, rel=1e-9)

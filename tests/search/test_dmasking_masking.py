@@ -199,3 +199,28 @@ def test_a_space_mixes_fbnetv1_block_choices_with_the_masks() -> None:
             assert torch.allclose(ours, theirs, atol=1e-5)
     with pytest.raises(ConfigError, match="stage 2.skip"):
         DMaskingSpace.from_dict({**TINY, "stages": [*stages[:2], {**stages[2], "skip": True}]})
+
+
+def test_derived_expansion_is_the_chosen_hidden_width_over_the_actual_input(tiny) -> None:
+    # The rule (docs/dmasking.md, "Derived expansion ratios"): hidden-width options are
+    # round(e · C_in,max); the arch def writes hidden / (the block's chosen input width),
+    # the zoo format's ratio, so the builder makes exactly the hidden width searched — a
+    # ratio above max(expansions) where the chosen input is narrower than the widest.
+    from fbnas.arch.rounding import round_channels
+    from fbnas.builder import FBNetBuilder
+    from fbnas.zoo.model import resolve_arch
+
+    hidden_options = [{round_channels(e * c, 4) for e in (1, 2, 4)} for c in (8, 16)]
+    above_max = 0
+    for choice in tiny.sample_architectures(12, torch.Generator().manual_seed(3)):
+        spec, _, _ = resolve_arch(tiny.arch_def(choice))
+        builder = FBNetBuilder()
+        builder.add_basic_args(spec.basic_args)
+        traces = [t for t in builder.trace(spec, resolution=8) if t.spec.op.startswith("ir_k")]
+        for trace, options in zip(traces, hidden_options, strict=True):
+            kwargs = trace.spec.kwargs.to_dict()
+            hidden = kwargs.get("mid_channels") or round_channels(
+                kwargs.get("expansion", 1) * trace.in_channels, 4)
+            assert hidden in options, (trace.name, kwargs, trace.in_channels)
+            above_max += kwargs.get("expansion", 1) > 4
+    assert above_max > 0  # the case the rule is about occurs in this sample

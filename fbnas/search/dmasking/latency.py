@@ -14,14 +14,24 @@ input-and-output option. The network's is ``scale · Σ_l E[LAT_l] + offset`` (t
 calibration), so at one-hot weights it is exactly ``table.predict`` of the derived network.
 
 Each block's table ``LAT_l[i, j, ...]`` is filled once per supernet, keyed by the derived
-networks' own table keys (so table hits are exact); a block whose combinations exceed
-:data:`MAX_COMBINATIONS` is refused, naming it.
+networks' own table keys (so table hits are exact): table entries from its dict, every
+other key answered by the block latency model in one batch (``LatencyTable.predict_keys``).
+The expectation each step is then a contraction of the per-group probability vectors with
+the dense tensor (``tensordot``), cheap at fbnet_v2's largest block (8 x 8 x 14 x 2 x 4 =
+7,168 entries, 56 KiB). What costs is the set-up: one table key (an arch def and a trace,
+~30 ms on fbnet_v2) and, for a key the table lacks, the model's features (one ``meta``
+forward of the block, ~25 ms) per combination, so fbnet_v2's ~20,600 combinations take
+minutes, not seconds (docs/dmasking.md). :data:`MAX_COMBINATIONS` bounds what pricing holds
+per block: ~4 KB per combination (its key, its memoised feature dict, the model's answer),
+so 65,536 combinations are ~250 MiB and the lru cache of ``key_features`` (65,536 entries)
+still holds them all; a block beyond it is refused, naming it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +41,7 @@ import torch
 from fbnas.cost.lut import LatencyTable, MissingEntriesError, arch_items
 from fbnas.errors import ConfigError
 
-MAX_COMBINATIONS = 4096
+MAX_COMBINATIONS = 65536
 
 
 class MaskedLatency:
@@ -72,31 +82,45 @@ class MaskedLatency:
             return self._blocks[cache]
         result = []
         labels = [o.label for o in net.block_options] + ["head"]
+        archs: dict[tuple[int, ...], dict[str, Any]] = {}  # shared across blocks
         for position, groups in enumerate(self.block_groups(net)):
             sizes = [len(net.groups[g].options) for g in groups]
-            count = int(torch.tensor(sizes).prod()) if sizes else 1
+            count = math.prod(sizes)
             if count > MAX_COMBINATIONS:
                 raise ConfigError(f"{labels[position]}: {count} combinations of its options "
                                   f"({' x '.join(map(str, sizes))}) are too many to price by "
                                   f"latency (at most {MAX_COMBINATIONS}); use fewer options "
                                   f"or --target-macs")
-            values = torch.zeros(count, dtype=torch.float64)
-            keys = []
-            for combination in itertools.product(*[range(s) for s in sizes]):
-                choice = [0] * len(net.groups)
-                for g, c in zip(groups, combination, strict=True):
-                    choice[g] = c
-                arch = net.arch_def(choice)
-                items = arch_items(arch, arch["input_size"], net.num_classes, self.table.batch)
-                keys.append(items.keys[position])
+            keys = [self._key(net, archs, groups, combination, position)
+                    for combination in itertools.product(*[range(s) for s in sizes])]
+            self.table.predict_keys(keys)  # the model's answers in one batch
             missing = self.table.missing(keys)
             if missing:
                 raise MissingEntriesError(missing, f"DMasking space {net.space.name}")
-            for k, key in enumerate(keys):
-                values[k] = self.table.lookup(key)
+            values = torch.tensor([self.table.lookup(k) for k in keys], dtype=torch.float64)
             result.append((groups, values.reshape(sizes)))
         self._blocks[cache] = result
         return result
+
+    def _key(self, net: Any, archs: dict[tuple[int, ...], dict[str, Any]],
+             groups: list[int], combination: tuple[int, ...], position: int) -> str:
+        """The table key of block ``position`` with ``groups`` at ``combination`` (the
+        other groups at their first option).
+
+        The arch def is made once per choice of every group but the resolution (making
+        it sets every slim width: ~20 ms on fbnet_v2); a resolution only re-traces it.
+        """
+        choice = [0] * len(net.groups)
+        for g, c in zip(groups, combination, strict=True):
+            choice[g] = c
+        resolution = net.resolution_of(choice)
+        if net.res_group is not None:
+            choice[net.res_group] = 0
+        arch = archs.get(tuple(choice))
+        if arch is None:
+            arch = archs[tuple(choice)] = net.arch_def(choice)
+        items = arch_items(arch, resolution, net.num_classes, self.table.batch)
+        return items.keys[position]
 
     def expected_ms(self, net: Any, weights: torch.Tensor) -> torch.Tensor:
         """``scale · Σ_l E[LAT_l] + offset`` under ``weights`` (groups, K), differentiable."""
