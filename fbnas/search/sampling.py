@@ -18,6 +18,7 @@ longer matches any single-process run.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import torch
@@ -75,3 +76,17 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator,
     one_hot = torch.zeros_like(logits, memory_format=torch.legacy_contiguous_format
                                ).scatter_(dim, index, 1.0)
     return one_hot - soft.detach() + soft
+
+
+def masked_logits(theta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """θ with the padded options of each row (``mask`` True) at −inf: rows of a supernet's
+    ``(decisions, most options)`` θ have fewer real options than the widest row."""
+    return theta.masked_fill(mask, -math.inf)
+
+
+def mean_entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the rows of ``(decisions, options)`` probabilities: high
+    while a search is undecided; zero for a supernet with no decisions."""
+    if probabilities.shape[0] == 0:
+        return probabilities.new_zeros(())
+    return -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(-1).mean()

@@ -33,7 +33,7 @@ from fbnas.arch.unify import unify_arch_def
 from fbnas.errors import ConfigError
 from fbnas.search.dmasking.space import DMaskingSpace, load_dmasking_space
 from fbnas.search.protocols import Frozen
-from fbnas.search.sampling import gumbel_softmax
+from fbnas.search.sampling import gumbel_softmax, masked_logits, mean_entropy
 from fbnas.slim.cost import output_sizes, soft_cost
 from fbnas.slim.extract import extract_arch_spec
 from fbnas.slim.models import SlimFBNet
@@ -167,17 +167,14 @@ class MaskedSupernet(nn.Module):
         return [self.theta]
 
     def logits(self) -> torch.Tensor:
-        return self.theta.masked_fill(self.theta_mask, -math.inf)
+        return masked_logits(self.theta, self.theta_mask)
 
     def probabilities(self) -> torch.Tensor:
         """softmax(θ) per group (zeros beyond its options)."""
         return F.softmax(self.logits(), dim=-1)
 
     def entropy(self) -> torch.Tensor:
-        p = self.probabilities()
-        if not len(self.groups):
-            return p.new_zeros(())
-        return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+        return mean_entropy(self.probabilities())
 
     # ----------------------------------------------------------------- samples
 

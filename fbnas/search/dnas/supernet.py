@@ -41,7 +41,7 @@ from fbnas.builder import BlockTrace, FBNetBuilder, build_plan
 from fbnas.cost.analytic import spec_cost
 from fbnas.search.derive import LayerCosts
 from fbnas.search.protocols import Frozen
-from fbnas.search.sampling import gumbel_softmax
+from fbnas.search.sampling import gumbel_softmax, masked_logits, mean_entropy
 from fbnas.search.space import SearchSpace, candidate_traces, get_space
 
 Mode = Literal["soft", "single-path"]
@@ -267,7 +267,7 @@ class Supernet(nn.Module):
         return [self.theta]
 
     def logits(self) -> torch.Tensor:
-        return self.theta.masked_fill(self.theta_mask, -math.inf)
+        return masked_logits(self.theta, self.theta_mask)
 
     def probabilities(self) -> torch.Tensor:
         """softmax(θ) per layer: the sampling distribution P(b_l = b_{l,i})."""
@@ -275,8 +275,7 @@ class Supernet(nn.Module):
 
     def entropy(self) -> torch.Tensor:
         """Mean entropy (nats) of the per-layer distributions: high while undecided."""
-        p = self.probabilities()
-        return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+        return mean_entropy(self.probabilities())
 
     def sample_weights(self, tau: float, mode: Mode) -> tuple[torch.Tensor, list[int] | None]:
         """Gumbel-softmax weights (layers, K) and, in single-path mode, the sampled indices,
